@@ -12,10 +12,9 @@ from app.config import BatchingConfig
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from app.config import Settings
     from app.main import create_app
+    from app.server import serve
 
     overrides: dict[str, Any] = {
         k: v for k, v in {
@@ -28,16 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        loop="auto",
-        http="auto",
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 30),
-    )
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Backends are looked up in app.backends.REGISTRY when a model loads (tests add fakes there).
 BackendName = str
@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field("info", description="Python log level of the service.")
-    backends: list[BackendName] = Field(
+    backends: Annotated[list[BackendName], NoDecode] = Field(
         default_factory=list,
         description="Serve every model once per backend listed (besides its own), named "
         "<model>-<backend>, to compare backends side by side.",

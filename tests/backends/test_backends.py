@@ -1,0 +1,116 @@
+"""Every backend loads the same resnet18 export and returns the same logits; providers are
+reported as they really are; a wanted-but-missing provider falls back cleanly."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.backends import REGISTRY, backend_class, create_backend
+from app.backends.onnxruntime import provider_options, wanted_providers
+from app.config import read_model_config
+from app.export import relative_error
+
+BACKENDS = ["onnxruntime", "torchscript", "eager"]
+
+
+@pytest.fixture(scope="module")
+def batch() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def eager_logits(resnet18_dir: Path, batch: np.ndarray) -> np.ndarray:
+    backend = create_backend(read_model_config(resnet18_dir).variant("e", backend="eager"))
+    backend.load()
+    return backend.infer(batch)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_agrees_with_eager_fp32(
+    name: str, resnet18_dir: Path, batch: np.ndarray, eager_logits: np.ndarray
+) -> None:
+    cfg = read_model_config(resnet18_dir).variant(f"r18-{name}", backend=name)
+    backend = create_backend(cfg)
+    backend.load()
+    backend.warmup([1, 2])
+    out = backend.infer(batch)
+    assert out.shape == (3, 1000) and out.dtype == np.float32
+    assert relative_error(eager_logits, out) < 1e-4
+    # one image alone gives the same row as inside a batch
+    assert relative_error(eager_logits[1:2], backend.infer(batch[1:2])) < 1e-4
+    info = backend.info()
+    assert info.name == name and info.device == "cpu" and info.input_shape == (224, 224, 3)
+    assert info.providers, "a backend must say what runs it"
+    backend.close()
+
+
+def test_onnxruntime_reports_active_providers(resnet18_dir: Path) -> None:
+    backend = create_backend(read_model_config(resnet18_dir))
+    backend.load()
+    assert backend.info().providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("asked", [["cuda"], ["tensorrt"]])
+def test_missing_gpu_providers_fall_back_to_cpu_and_say_so(
+    asked: list[str], resnet18_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the fallback is not exercised")
+    cfg = read_model_config(resnet18_dir).variant(
+        "gpu-wanted", device="cuda:0", onnxruntime={"providers": asked}
+    )
+    backend = create_backend(cfg)
+    with caplog.at_level(logging.WARNING):
+        backend.load()
+    info = backend.info()
+    assert info.providers == ["CPUExecutionProvider"]
+    assert info.device == "cpu"  # what runs it, not what was asked
+    assert "falling back" in caplog.text
+    assert backend.infer(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1000)
+
+
+def test_provider_configuration(resnet18_dir: Path, tmp_path: Path) -> None:
+    cfg = read_model_config(resnet18_dir).variant(
+        "trt", device="cuda:1",
+        onnxruntime={"providers": ["tensorrt"], "tensorrt": {"int8": True, "workspace_size": 1 << 30}},
+    )
+    assert wanted_providers(cfg) == ["tensorrt", "cuda", "cpu"]
+    trt = provider_options(cfg, "tensorrt")
+    assert trt["device_id"] == 1 and trt["trt_int8_enable"] and trt["trt_fp16_enable"]
+    assert trt["trt_engine_cache_enable"] and trt["trt_max_workspace_size"] == 1 << 30
+    assert trt["trt_engine_cache_path"].startswith(str(resnet18_dir))
+    cuda = provider_options(cfg, "cuda")
+    assert cuda == {"device_id": 1, "cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": 1,
+                    "do_copy_in_default_stream": 1}
+    assert wanted_providers(read_model_config(resnet18_dir)) == ["cpu"]
+
+
+def test_registry_and_errors(resnet18_dir: Path) -> None:
+    assert set(BACKENDS) <= set(REGISTRY)
+    with pytest.raises(ValueError, match="unknown backend"):
+        backend_class("nope")
+    bad = read_model_config(resnet18_dir).variant("fp16-cpu", backend="eager", precision="fp16")
+    with pytest.raises(ValueError, match="CUDA"):
+        create_backend(bad).load()
+    missing = read_model_config(resnet18_dir).variant("int8", precision="int8")
+    with pytest.raises(KeyError, match="onnx-int8"):
+        create_backend(missing).load()
+
+
+def test_serving_core_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import app.main, app.backends.onnxruntime, app.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
