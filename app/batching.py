@@ -109,6 +109,7 @@ class DynamicBatcher:
         self._workers: list[asyncio.Task[None]] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._busy = 0
+        self._stuck = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -144,6 +145,11 @@ class DynamicBatcher:
             executor.shutdown(wait=True)
         self._workers.clear()
         self._executors.clear()
+
+    @property
+    def healthy(self) -> bool:
+        """False while every instance is stuck in a call that outlived infer_timeout_s."""
+        return self._stuck < len(self.backends)
 
     @property
     def queue_depth(self) -> int:
@@ -264,10 +270,15 @@ class DynamicBatcher:
         queue_ns = [start - it.enqueued_ns for it in items]
         n = sum(it.size for it in items)
         pad_to = bucket_for(n, self.config.max_batch_size) if self.pad_to_bucket else n
+        call = loop.run_in_executor(
+            executor, _run_batch, backend, [it.images for it in items], pad_to, reuse
+        )
+        timeout = self.config.infer_timeout_s or None
         try:
-            result = await loop.run_in_executor(
-                executor, _run_batch, backend, [it.images for it in items], pad_to, reuse
-            )
+            result = await asyncio.wait_for(asyncio.shield(call), timeout)
+        except TimeoutError:
+            await self._stuck_call(call, items, n, timeout or 0.0)
+            return
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
             log.error("model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc)
             self.telemetry.batch_failed()
@@ -289,6 +300,33 @@ class DynamicBatcher:
             n, queue_ns, result.input_ns, result.infer_ns, time.perf_counter_ns() - t_out,
             int(time.time() * 1000),
         )
+
+
+    async def _stuck_call(
+        self, call: asyncio.Future[BatchResult], items: list[WorkItem], n: int, timeout: float
+    ) -> None:
+        """Fail the batch now; keep this instance out of work until its call returns."""
+        log.error("model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout)
+        self.telemetry.batch_failed()
+        error = InferenceError(
+            f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
+        )
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(error)
+        self._stuck += 1
+        if not self.healthy:
+            self.telemetry.ready.set(0)
+            log.error("model %s: every instance is stuck: not ready until one returns", self.model)
+        try:
+            await call
+        except Exception:  # noqa: BLE001 - already answered
+            pass
+        finally:
+            self._stuck -= 1
+            if self.healthy and self._accepting:
+                self.telemetry.ready.set(1)
+            log.warning("model %s: the stuck call returned; instance back at work", self.model)
 
 
 def _ms_since(ns: int) -> int:

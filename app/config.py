@@ -62,6 +62,20 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
     workers: int = Field(1, ge=1, description="Server processes sharing the port.")
+    backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",
+    )
+
+    @field_validator("backend_plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [p.split("=", 1) for p in value.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("backend_plugins must look like 'name=module:Class,...'")
+            return {k.strip(): v.strip() for k, v in pairs}
+        return value
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -86,6 +100,12 @@ class BatchingConfig(BaseModel):
     )
     max_queue_size: int = Field(128, ge=1, description="Requests waiting; more get 503.")
     instances: int = Field(1, ge=1, le=64, description="Workers pulling from the one queue.")
+    infer_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="A batch the backend has not finished in this time fails (500); that "
+        "instance takes no more work until the call returns. 0: no limit.",
+    )
     pad_to_bucket: bool | None = Field(
         None,
         description="Pad each batch to the next warmed-up size (powers of two): no shape is "
@@ -181,6 +201,9 @@ class ModelConfig(BaseModel):
     variants: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Extra served models from the same files: name -> overrides of these fields.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Backend-specific options (plugin backends)."
     )
     directory: Path | None = Field(None, exclude=True)
 

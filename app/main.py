@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, api
+from app.api.security import BearerAuth, BodyLimit
+from app.backends import register_plugins
 from app.config import ModelConfig, Settings, load_model_configs
 from app.metrics import Metrics
 from app.repository import ModelRepository
@@ -29,6 +31,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        register_plugins(settings.backend_plugins)
         model_configs = (
             configs if configs is not None
             else load_model_configs(settings.models_dir, list(settings.backends))
@@ -59,4 +62,9 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
     api.install(app)
+    # outermost last: auth answers before a byte of an unauthorised body is read
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.auth_token:
+        app.add_middleware(BearerAuth, token=settings.auth_token,
+                           protect_metrics=settings.protect_metrics)
     return app

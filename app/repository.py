@@ -40,11 +40,18 @@ class ServedModel:
 
     @property
     def ready(self) -> bool:
-        return self.state == READY and self.batcher is not None and self.batcher.accepting
+        return (
+            self.state == READY
+            and self.batcher is not None
+            and self.batcher.accepting
+            and self.batcher.healthy
+        )
 
     def require_ready(self) -> DynamicBatcher:
         if not self.ready or self.batcher is None:
             why = f": {self.reason}" if self.reason else ""
+            if self.state == READY and self.batcher is not None and not self.batcher.healthy:
+                why = ": every instance is busy with a batch that outlived infer_timeout_s"
             raise ModelNotReady(f"model {self.name!r} is {self.state}{why}")
         return self.batcher
 
@@ -54,7 +61,7 @@ class ServedModel:
         return {
             "name": cfg.name,
             "version": cfg.version,
-            "state": self.state,
+            "state": self.state if self.ready or self.state != READY else "unhealthy",
             "ready": self.ready,
             "reason": self.reason,
             "arch": cfg.arch,

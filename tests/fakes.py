@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,10 +56,27 @@ class FakeBackend(Backend):
                 time.sleep(b.delay_s)
             if b.fail is not None and b.fail(batch):
                 raise RuntimeError("fake backend failure")
+            self._inject_faults(batch)
             return expected_logits(batch, self.config.num_classes)
         finally:
             with b.lock:
                 b.concurrent -= 1
+
+    def _inject_faults(self, batch: np.ndarray) -> None:
+        """Faults chosen by config.options, so a real server process can be told to fail:
+        an image whose mean grey level is in fail_on raises, in hang_on sleeps hang_s, in
+        oom_on raises MemoryError; delay_s slows every batch."""
+        opts = self.config.options
+        if not opts:
+            return
+        time.sleep(float(opts.get("delay_s", 0.0)))
+        greys = {int(round(m)) for m in batch.reshape(batch.shape[0], -1).mean(axis=1)}
+        if greys & set(opts.get("fail_on", [])):
+            raise RuntimeError("injected backend failure")
+        if greys & set(opts.get("oom_on", [])):
+            raise MemoryError("injected out of memory")
+        if greys & set(opts.get("hang_on", [])):
+            time.sleep(float(opts.get("hang_s", 5.0)))
 
     def active_providers(self) -> list[str]:
         return ["fake"]
@@ -79,5 +97,16 @@ def fake_config(name: str = "fake", **overrides: object) -> ModelConfig:
     return ModelConfig.model_validate(data)
 
 
+PLUGIN = "fake=tests.fakes:FakeBackend"
+
+
 def register() -> None:
     REGISTRY["fake"] = "tests.fakes:FakeBackend"
+
+
+def write_fake_model(repo: Path, name: str = "fake", **overrides: object) -> Path:
+    """A model directory served by the fake backend (start the server with the plugin env)."""
+    directory = repo / name
+    directory.mkdir(parents=True, exist_ok=True)
+    fake_config(name, **overrides).write(directory)
+    return directory

@@ -18,6 +18,14 @@ REGISTRY: dict[str, str] = {
 }
 
 
+def register_plugins(plugins: dict[str, str]) -> None:
+    """Add backends named in settings ('name' -> 'module:Class')."""
+    for name, target in plugins.items():
+        if ":" not in target:
+            raise ValueError(f"backend plugin {name!r} must be 'module:Class', not {target!r}")
+        REGISTRY[name] = target
+
+
 def backend_class(name: str) -> type[Backend]:
     try:
         target = REGISTRY[name]
@@ -32,4 +40,6 @@ def create_backend(config: ModelConfig) -> Backend:
     return backend_class(config.backend)(config)
 
 
-__all__ = ["Backend", "BackendInfo", "REGISTRY", "backend_class", "create_backend"]
+__all__ = [
+    "Backend", "BackendInfo", "REGISTRY", "backend_class", "create_backend", "register_plugins",
+]

@@ -1,0 +1,76 @@
+"""ASGI middleware in front of every route, the V2 protocol's included:
+
+- BearerAuth: when a token is configured, everything but health (and /metrics, unless
+  protect_metrics) needs `Authorization: Bearer <token>`; compared in constant time.
+- BodyLimit: stops any body (chunked ones too) at the limit, whatever route reads it; the
+  error reaches the route, so its metrics count the 413. Routes also refuse a declared
+  Content-Length above the limit before reading (app/api/body.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
+
+HEALTH_PATHS = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready")
+
+
+async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class BearerAuth:
+    def __init__(self, app: ASGIApp, token: str, protect_metrics: bool = False) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+        self.open_paths = HEALTH_PATHS + (() if protect_metrics else ("/metrics",))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                given = value
+                break
+        if not hmac.compare_digest(given, self.expected):
+            why = "missing" if not given else "wrong"
+            await send_error(send, 401, f"{why} bearer token: send 'Authorization: Bearer <token>'",
+                             [(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise PayloadTooLarge(f"body larger than the limit of {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
