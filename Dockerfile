@@ -64,8 +64,8 @@ RUN mkdir -p /models; \
 FROM ${PYTHON_IMAGE} AS runtime
 SHELL ["/bin/sh", "-eu", "-c"]
 ARG VARIANT=cpu
-RUN groupadd --system --gid 10001 resnet \
- && useradd --system --uid 10001 --gid resnet --home-dir /nonexistent --no-create-home \
+RUN groupadd --gid 10001 resnet \
+ && useradd --uid 10001 --gid resnet --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin resnet
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=models /models /models
