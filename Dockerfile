@@ -45,6 +45,8 @@ ARG MODEL_NAME=resnet50
 ARG MODEL_WEIGHTS=imagenet
 ARG MODEL_FORMATS=onnx
 ARG EXPORT_ARGS=
+# Written into the model's config.json when set, e.g. cuda:0 for the GPU image (compose.gpu.yaml).
+ARG MODEL_DEVICE=
 # CPU wheels of torch are enough to export and ~10x smaller than PyPI's CUDA build.
 # Set to an empty string to take torch from the default index.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -58,6 +60,10 @@ RUN mkdir -p /models; \
       fi; \
       /opt/export/bin/resnet-serve export --arch "$MODEL_ARCH" --weights "$MODEL_WEIGHTS" \
         --formats "$MODEL_FORMATS" --name "$MODEL_NAME" --out "/models/$MODEL_NAME" $EXPORT_ARGS; \
+      if [ -n "$MODEL_DEVICE" ]; then \
+        /opt/export/bin/python -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); c["device"]=sys.argv[2]; json.dump(c, open(p, "w"), indent=2)' \
+          "/models/$MODEL_NAME/config.json" "$MODEL_DEVICE"; \
+      fi; \
     fi
 
 # ---------------------------------------------------------------- runtime

@@ -126,6 +126,7 @@ def test_compose_cpu_defaults(compose_cmd, clean_env):
 def test_compose_gpu_override_reserves_nvidia_gpus(compose_cmd, clean_env):
     svc = _resolved(compose_cmd, clean_env, "gpu")["services"]["resnet-serve"]
     assert svc["build"]["args"]["VARIANT"] == "gpu"
+    assert svc["build"]["args"]["MODEL_DEVICE"] == "cuda:0"
     assert svc["image"].endswith(":gpu")
     (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
     assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"]
