@@ -1,0 +1,44 @@
+# resnet-serve: `make serve` and `make test` do all the set-up on a fresh machine.
+comma  := ,
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+MODELS ?= models
+MODEL  ?= resnet50
+# Extras for `make install`: the CPU server, the torch backends and the export tool.
+EXTRAS ?= cpu,torch,export
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: install install-dev serve test test-fast test-docker bench lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[$(subst -,$(comma),$*)]"
+	touch $@
+
+install: $(STAMP)
+
+install-dev:
+	$(MAKE) install EXTRAS=$(EXTRAS),dev,bench
+
+$(MODELS)/$(MODEL)/config.json: | $(STAMP)
+	$(BIN)/resnet-serve export --arch $(MODEL) --weights imagenet --allow-random-fallback \
+		--formats eager,torchscript,onnx --out $(MODELS)/$(MODEL)
+
+serve: install $(MODELS)/$(MODEL)/config.json
+	$(BIN)/resnet-serve serve --models $(MODELS) --host $(HOST) --port $(PORT)
+
+test: install-dev
+	@if [ -x deploy/ci/install-test-tools.sh ]; then deploy/ci/install-test-tools.sh $(VENV); fi
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install-dev
+	$(BIN)/python -m pytest -q -m "not e2e and not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

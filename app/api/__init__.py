@@ -1,0 +1,13 @@
+"""HTTP adapters over the data plane. Nothing outside app/api imports from here but main.py."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.api import classify, errors, health, metrics, models
+
+
+def install(app: FastAPI) -> None:
+    errors.install(app)
+    for module in (health, models, classify, metrics):
+        app.include_router(module.router)

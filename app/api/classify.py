@@ -1,0 +1,102 @@
+"""POST /v1/models/{name}/classify: raw image body, multipart files, or JSON base64 -> top-k."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from app.api.body import read_images
+from app.api.deps import DataPlaneDep, SettingsDep
+from app.api.errors import status_of
+from app.errors import ServeError
+from app.service import ClientGone
+
+router = APIRouter(tags=["classify"])
+
+_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+OPENAPI_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/jpeg": {"schema": _IMAGE_SCHEMA},
+            "image/png": {"schema": _IMAGE_SCHEMA},
+            "image/webp": {"schema": _IMAGE_SCHEMA},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": _IMAGE_SCHEMA}},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["images"],
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "byte"}}
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Completes when the client hangs up (the body has been read before this is awaited)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+@router.post(
+    "/v1/models/{name}/classify",
+    openapi_extra=OPENAPI_BODY,
+    summary="Classify one or many images",
+    responses={400: {}, 404: {}, 413: {}, 415: {}, 503: {}, 504: {}},
+)
+async def classify(
+    name: str,
+    request: Request,
+    dataplane: DataPlaneDep,
+    settings: SettingsDep,
+    top_k: Annotated[int, Query(description="Predictions per image, best first.")] = 5,
+    timeout_ms: Annotated[
+        float | None, Query(gt=0, le=600_000, description="Deadline for this request.")
+    ] = None,
+) -> Response:
+    model = dataplane.model(name)  # 404 before reading a byte of the body
+    telemetry = model.telemetry
+    started = time.perf_counter()
+    status = 200
+    telemetry.in_flight.inc()
+    try:
+        dataplane.check_top_k(top_k)
+        images = await read_images(request, settings)
+        results = await dataplane.classify(
+            name, images, top_k, timeout_ms, disconnected=lambda: wait_for_disconnect(request)
+        )
+        return JSONResponse(
+            {
+                "model": model.name,
+                "predictions": [
+                    [{"index": p.index, "label": p.label, "probability": p.probability} for p in row]
+                    for row in results
+                ],
+            }
+        )
+    except ServeError as exc:
+        status = status_of(exc)
+        raise
+    except ClientGone:
+        status = 499  # nginx's "client closed request": nobody reads this response
+        return Response(status_code=499)
+    except BaseException:
+        status = 500
+        raise
+    finally:
+        telemetry.in_flight.dec()
+        telemetry.request_done("classify", status, time.perf_counter() - started)

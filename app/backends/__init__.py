@@ -1,0 +1,35 @@
+"""Backend registry: adding a backend is one file plus one line here.
+
+Modules are imported only when a model asks for them, so a server that serves ONNX Runtime
+alone never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from app.backends.base import Backend, BackendInfo
+from app.config import ModelConfig
+
+REGISTRY: dict[str, str] = {
+    "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
+    "torchscript": "app.backends.torchscript:TorchScriptBackend",
+    "eager": "app.backends.torch_eager:EagerBackend",
+}
+
+
+def backend_class(name: str) -> type[Backend]:
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(REGISTRY)}") from None
+    module, _, attr = target.partition(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), attr)
+    return cls
+
+
+def create_backend(config: ModelConfig) -> Backend:
+    return backend_class(config.backend)(config)
+
+
+__all__ = ["Backend", "BackendInfo", "REGISTRY", "backend_class", "create_backend"]

@@ -1,0 +1,30 @@
+"""TorchScript backend: a traced and frozen uint8-in module. Its precision is fixed at export:
+the file is config.files['torchscript'] (fp32) or ['torchscript-<precision>']."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.backends.base import Backend
+
+
+class TorchScriptBackend(Backend):
+    name = "torchscript"
+
+    def load(self) -> None:
+        import torch
+
+        from app.torch_models import TorchRunner, quiet_torch, set_threads
+
+        cfg = self.config
+        set_threads(cfg.torch.threads)
+        key = "torchscript" if cfg.precision == "fp32" else f"torchscript-{cfg.precision}"
+        with quiet_torch():
+            module = torch.jit.load(str(cfg.path_of(key)), map_location=cfg.device).eval()
+        self._runner = TorchRunner(module, cfg.device, cfg.batching.max_batch_size, self._input_shape())
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._runner(batch)
+
+    def close(self) -> None:
+        self._runner.close()

@@ -1,0 +1,305 @@
+"""DynamicBatcher: one bounded queue per model, `instances` workers pulling whole requests from it.
+
+- submit() never blocks: a full queue raises QueueFull at once (503 + Retry-After upstream).
+- A worker that is free takes what is queued (up to max_batch_size images, FIFO, never
+  splitting a request) and runs it at once: no instance idles while requests wait for a
+  fuller batch. Batches grow by themselves while every instance is busy. A positive
+  max_queue_delay_ms adds Triton's optional wait for a fuller batch.
+- Requests whose client left (future cancelled) or whose deadline passed are dropped before
+  they reach the backend.
+- Stacking, inference and splitting run on the instance's own thread; each request's future
+  gets its own rows, or the batch's error (only the requests of that batch fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from app.backends.base import Backend
+from app.config import BatchingConfig
+from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull
+from app.metrics import ModelTelemetry
+
+log = logging.getLogger(__name__)
+
+
+def bucket_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to max_batch_size, and max_batch_size itself."""
+    sizes, n = [], 1
+    while n < max_batch_size:
+        sizes.append(n)
+        n *= 2
+    return sizes + [max_batch_size]
+
+
+def bucket_for(n: int, max_batch_size: int) -> int:
+    return next(b for b in bucket_sizes(max_batch_size) if b >= n)
+
+
+@dataclass
+class WorkItem:
+    images: np.ndarray  # uint8 (k, H, W, 3), k <= max_batch_size
+    future: asyncio.Future[np.ndarray]
+    deadline: float  # time.monotonic() seconds
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass
+class BatchResult:
+    logits: np.ndarray
+    input_ns: int
+    infer_ns: int
+
+
+def _run_batch(
+    backend: Backend, parts: list[np.ndarray], pad_to: int, reuse: Callable[[int], np.ndarray] | None
+) -> BatchResult:
+    """On the instance's thread: stack (into a reused buffer), pad, infer."""
+    t0 = time.perf_counter_ns()
+    n = sum(p.shape[0] for p in parts)
+    if len(parts) == 1 and pad_to == n:
+        batch = parts[0]
+    else:
+        batch = reuse(pad_to) if reuse is not None else np.empty((pad_to, *parts[0].shape[1:]), np.uint8)
+        offset = 0
+        for p in parts:
+            batch[offset : offset + p.shape[0]] = p
+            offset += p.shape[0]
+        if pad_to > n:
+            batch[n:] = 0
+    t1 = time.perf_counter_ns()
+    logits = backend.infer(batch)
+    t2 = time.perf_counter_ns()
+    return BatchResult(logits[:n], t1 - t0, t2 - t1)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        model: str,
+        backends: list[Backend],
+        config: BatchingConfig,
+        telemetry: ModelTelemetry,
+        pad_to_bucket: bool = False,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        if not backends:
+            raise ValueError("a batcher needs at least one backend instance")
+        self.model = model
+        self.backends = backends
+        self.config = config
+        self.telemetry = telemetry
+        self.pad_to_bucket = pad_to_bucket
+        self.retry_after_s = retry_after_s
+        self._queue: deque[WorkItem] = deque()
+        self._work = asyncio.Event()
+        self._accepting = False
+        self._workers: list[asyncio.Task[None]] = []
+        self._executors: list[ThreadPoolExecutor] = []
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for i, backend in enumerate(self.backends):
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.model}-instance{i}")
+            self._executors.append(executor)
+            self._workers.append(asyncio.create_task(self._worker(backend, executor)))
+        self._accepting = True
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def stop_accepting(self) -> None:
+        self._accepting = False
+
+    async def drain(self) -> None:
+        """Wait until every accepted request has its answer."""
+        while self._queue or self._busy:
+            self._idle.clear()
+            self._work.set()
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        self.stop_accepting()
+        await self.drain()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for executor in self._executors:
+            executor.shutdown(wait=True)
+        self._workers.clear()
+        self._executors.clear()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ submit
+    def submit(self, images: np.ndarray, deadline: float) -> Awaitable[np.ndarray]:
+        """Queue one request's images; the awaitable gives its logits, row for row.
+
+        Raises QueueFull or ModelNotReady at once, never waits for room."""
+        if not self._accepting:
+            raise ModelNotReady(f"model {self.model!r} is not accepting requests")
+        limit = self.config.max_batch_size
+        chunks = [images[i : i + limit] for i in range(0, images.shape[0], limit)]
+        if len(self._queue) + len(chunks) > self.config.max_queue_size:
+            self.telemetry.rejected("queue_full")
+            raise QueueFull(
+                f"model {self.model!r} has {len(self._queue)} requests queued "
+                f"(max_queue_size {self.config.max_queue_size}); retry shortly",
+                self.retry_after_s,
+            )
+        loop = asyncio.get_running_loop()
+        items = [WorkItem(chunk, loop.create_future(), deadline) for chunk in chunks]
+        self._queue.extend(items)
+        self.telemetry.queue_depth.set(len(self._queue))
+        self._work.set()
+        if len(items) == 1:
+            return items[0].future
+        return _gather_rows([it.future for it in items])
+
+    # ------------------------------------------------------------------ workers
+    def _take(self, room: int | None = None) -> list[WorkItem]:
+        """Pop live requests, FIFO, up to `room` images (default max_batch_size); fail the
+        expired ones. A request is never split and never overtaken."""
+        room = self.config.max_batch_size if room is None else room
+        taken: list[WorkItem] = []
+        now = time.monotonic()
+        while self._queue:
+            item = self._queue[0]
+            if item.future.done():  # client left, or its deadline was already answered
+                self._queue.popleft()
+                continue
+            if item.deadline <= now:
+                self._queue.popleft()
+                self.telemetry.rejected("deadline")
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"deadline passed after {_ms_since(item.enqueued_ns)} ms in the queue"
+                    )
+                )
+                continue
+            if item.size > room:
+                break
+            taken.append(self._queue.popleft())
+            room -= item.size
+        self.telemetry.queue_depth.set(len(self._queue))
+        return taken
+
+    async def _fill(self, taken: list[WorkItem]) -> list[WorkItem]:
+        """Optional wait (max_queue_delay_ms) for a fuller batch."""
+        delay = self.config.max_queue_delay_ms / 1000.0
+        until = time.monotonic() + delay
+        room = self.config.max_batch_size - sum(i.size for i in taken)
+        while delay > 0 and room > 0:
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            if not self._queue:
+                self._work.clear()
+                try:
+                    await asyncio.wait_for(self._work.wait(), left)
+                except TimeoutError:
+                    break
+            more = self._take(room)
+            if not more and self._queue:
+                break  # the next request does not fit: run what we have
+            taken += more
+            room -= sum(i.size for i in more)
+        return taken
+
+    async def _worker(self, backend: Backend, executor: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        buffers: dict[int, np.ndarray] = {}
+
+        def reuse(n: int) -> np.ndarray:
+            buf = buffers.get(n)
+            if buf is None:
+                buf = buffers[n] = np.empty((n, *backend._input_shape()), np.uint8)
+            return buf
+
+        while True:
+            if not self._queue:
+                self._work.clear()
+                if not self._busy:
+                    self._idle.set()
+                await self._work.wait()
+            taken = self._take()
+            if not taken:
+                continue
+            self._busy += 1
+            try:
+                taken = await self._fill(taken)
+                await self._execute(loop, backend, executor, taken, reuse)
+            finally:
+                self._busy -= 1
+                if not self._queue and not self._busy:
+                    self._idle.set()
+
+    async def _execute(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        backend: Backend,
+        executor: ThreadPoolExecutor,
+        items: list[WorkItem],
+        reuse: Callable[[int], np.ndarray],
+    ) -> None:
+        start = time.perf_counter_ns()
+        queue_ns = [start - it.enqueued_ns for it in items]
+        n = sum(it.size for it in items)
+        pad_to = bucket_for(n, self.config.max_batch_size) if self.pad_to_bucket else n
+        try:
+            result = await loop.run_in_executor(
+                executor, _run_batch, backend, [it.images for it in items], pad_to, reuse
+            )
+        except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
+            log.error("model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc)
+            self.telemetry.batch_failed()
+            error = InferenceError(
+                f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
+            )
+            for it in items:
+                if not it.future.done():
+                    it.future.set_exception(error)
+            return
+        t_out = time.perf_counter_ns()
+        offset = 0
+        for it in items:
+            rows = result.logits[offset : offset + it.size]
+            offset += it.size
+            if not it.future.done():
+                it.future.set_result(rows)
+        self.telemetry.batch_done(
+            n, queue_ns, result.input_ns, result.infer_ns, time.perf_counter_ns() - t_out,
+            int(time.time() * 1000),
+        )
+
+
+def _ms_since(ns: int) -> int:
+    return int((time.perf_counter_ns() - ns) / 1e6)
+
+
+async def _gather_rows(futures: list[asyncio.Future[np.ndarray]]) -> np.ndarray:
+    try:
+        parts = await asyncio.gather(*futures)
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    return np.concatenate(parts)

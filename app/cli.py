@@ -1,0 +1,109 @@
+"""resnet-serve: serve | export (and the commands other modules register)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.config import BatchingConfig
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.config import Settings
+    from app.main import create_app
+
+    overrides: dict[str, Any] = {
+        k: v for k, v in {
+            "models_dir": args.models, "host": args.host, "port": args.port,
+            "log_level": args.log_level, "backends": args.backends,
+        }.items() if v is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s) + 30),
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from app.export import ExportError, export_model
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    out = Path(args.out) if args.out else Path("models") / args.arch
+    labels = Path(args.labels).read_text().splitlines() if args.labels else None
+    batching = BatchingConfig(
+        max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
+        instances=args.instances,
+    )
+    try:
+        export_model(
+            args.arch, args.weights, formats, out, name=args.name,
+            allow_random_fallback=args.allow_random_fallback, seed=args.seed,
+            labels=labels, batching=batching,
+        )
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnet-serve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve every model of a repository over HTTP")
+    serve.add_argument("--models", type=Path, help="model repository (env RESNET_SERVE_MODELS_DIR)")
+    serve.add_argument("--host", help="address (env RESNET_SERVE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (env RESNET_SERVE_PORT, default 8000)")
+    serve.add_argument("--log-level", help="debug, info, warning (env RESNET_SERVE_LOG_LEVEL)")
+    serve.add_argument(
+        "--backends", type=lambda s: [b for b in s.split(",") if b],
+        help="also serve every model on these backends, as <model>-<backend> "
+        "(e.g. torchscript,eager) to compare them side by side",
+    )
+    serve.set_defaults(func=_serve)
+
+    export = sub.add_parser("export", help="export a torchvision ResNet to a model directory")
+    export.add_argument("--arch", default="resnet50",
+                        help="resnet18, resnet34, resnet50, resnet101 or resnet152")
+    export.add_argument("--weights", default="imagenet",
+                        help="imagenet (torchvision DEFAULT), random, or a state_dict file")
+    export.add_argument("--formats", default="eager,torchscript,onnx",
+                        help="comma-separated: eager, torchscript, onnx")
+    export.add_argument("--out", help="model directory (default models/<arch>)")
+    export.add_argument("--name", help="model name (default: the directory's name)")
+    export.add_argument("--labels", help="file with one class name per line")
+    export.add_argument("--allow-random-fallback", action="store_true",
+                        help="if ImageNet weights cannot be downloaded, export random ones "
+                        "(loudly, and recorded in config.json)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--max-batch-size", type=int, default=8)
+    export.add_argument("--max-queue-delay-ms", type=float, default=0.0)
+    export.add_argument("--instances", type=int, default=1)
+    export.set_defaults(func=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Settings: the server's (environment, prefix RESNET_SERVE_) and each model's (config.json).
+
+Nothing here is read at import time: `Settings()` is built by the CLI or by a test and passed
+down; `load_model_configs()` reads a model repository when the app starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Backends are looked up in app.backends.REGISTRY when a model loads (tests add fakes there).
+BackendName = str
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+CONFIG_FILE = "config.json"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Settings(BaseSettings):
+    """Server-wide settings. Every field can be set as RESNET_SERVE_<FIELD> in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RESNET_SERVE_", extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="Model repository: one folder per model.")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    log_level: str = Field("info", description="Python log level of the service.")
+    backends: list[BackendName] = Field(
+        default_factory=list,
+        description="Serve every model once per backend listed (besides its own), named "
+        "<model>-<backend>, to compare backends side by side.",
+    )
+    decode_threads: int = Field(
+        default_factory=lambda: max(1, os.cpu_count() or 1),
+        ge=1,
+        description="Threads that decode and resize images, off the event loop.",
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request body (413).")
+    max_images_per_request: int = Field(64, ge=1, description="Most images in one request (413).")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest width*height of one image, checked before decoding."
+    )
+    max_top_k: int = Field(100, ge=1, description="Largest top_k a client may ask for.")
+    max_multipart_parts: int = Field(64, ge=1, description="Most parts in a multipart body.")
+    max_json_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON body.")
+    request_timeout_ms: float = Field(
+        30_000, gt=0, description="Default deadline of a request; a client may ask for less."
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when a queue is full.")
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, description="On SIGTERM: not ready at once, keep accepting this long, then drain."
+    )
+    auth_token: str | None = Field(
+        None, description="If set, inference and admin endpoints require 'Authorization: Bearer'."
+    )
+    protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
+    workers: int = Field(1, ge=1, description="Server processes sharing the port.")
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+class BatchingConfig(BaseModel):
+    """Dynamic batching of one model (Triton's names where Triton has one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    max_queue_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Extra wait for a fuller batch. 0: run what is queued as soon as an "
+        "instance is free, so no instance idles while requests wait (batches still form "
+        "while instances are busy).",
+    )
+    max_queue_size: int = Field(128, ge=1, description="Requests waiting; more get 503.")
+    instances: int = Field(1, ge=1, le=64, description="Workers pulling from the one queue.")
+    pad_to_bucket: bool | None = Field(
+        None,
+        description="Pad each batch to the next warmed-up size (powers of two): no shape is "
+        "ever seen cold. Default: on for CUDA devices, off on CPU.",
+    )
+
+
+class PreprocessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resize: int = Field(256, ge=1, description="Shorter side after resizing.")
+    crop: int = Field(224, ge=1, description="Centre crop, square.")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    use_draft: bool = Field(True, description="Reduced-size JPEG decoding for large images.")
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> PreprocessConfig:
+        if self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        return self
+
+
+class OrtCudaOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "EXHAUSTIVE"
+    prefer_nhwc: bool = True
+    use_io_binding: bool = True
+
+
+class OrtTensorrtOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fp16: bool = True
+    int8: bool = False
+    engine_cache_dir: str = Field("trt-cache", description="Relative to the model directory.")
+    workspace_size: int = Field(2 << 30, ge=1 << 20)
+
+
+class OrtOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[Literal["cpu", "cuda", "tensorrt"]] = Field(
+        default_factory=list,
+        description="Execution providers wanted, in order. Empty: from the device "
+        "(cuda:N -> cuda then cpu; cpu -> cpu). tensorrt falls back to cuda then cpu.",
+    )
+    intra_op_threads: int = Field(0, ge=0, description="0: ONNX Runtime decides.")
+    inter_op_threads: int = Field(0, ge=0)
+    cuda: OrtCudaOptions = Field(default_factory=OrtCudaOptions)
+    tensorrt: OrtTensorrtOptions = Field(default_factory=OrtTensorrtOptions)
+
+
+class TorchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels_last: bool = True
+    threads: int = Field(0, ge=0, description="torch.set_num_threads; 0 leaves torch's default.")
+    compile: bool = Field(False, description="torch.compile the eager model (GPU mostly).")
+    compile_mode: str = "default"
+
+
+class ModelConfig(BaseModel):
+    """One served model: what `export` writes to config.json and `serve` reads back."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    arch: str = "resnet50"
+    backend: BackendName = "onnxruntime"
+    device: str = "cpu"
+    precision: Precision = "fp32"
+    version: str = "1"
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="Format -> file in the model directory: eager (state_dict), torchscript, "
+        "onnx, and precision variants such as onnx-int8 or onnx-fp16.",
+    )
+    num_classes: int = Field(1000, ge=1)
+    labels: list[str] = Field(default_factory=list)
+    weights: str = Field("random", description="Where the weights came from, said plainly.")
+    weights_fallback: bool = Field(
+        False, description="True when ImageNet weights were asked for but random ones are used."
+    )
+    input: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    onnxruntime: OrtOptions = Field(default_factory=OrtOptions)
+    torch: TorchOptions = Field(default_factory=TorchOptions)
+    export_check: dict[str, float] = Field(
+        default_factory=dict, description="Max relative error of each format against eager fp32."
+    )
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Extra served models from the same files: name -> overrides of these fields.",
+    )
+    directory: Path | None = Field(None, exclude=True)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value == "cpu" or value == "cuda" or (
+            value.startswith("cuda:") and value[5:].isdigit()
+        ):
+            return "cuda:0" if value == "cuda" else value
+        raise ValueError(f"device must be 'cpu' or 'cuda:N', not {value!r}")
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> ModelConfig:
+        if self.labels and len(self.labels) != self.num_classes:
+            raise ValueError(f"{len(self.labels)} labels for {self.num_classes} classes")
+        return self
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
+    def pads_to_bucket(self) -> bool:
+        pad = self.batching.pad_to_bucket
+        return self.is_cuda if pad is None else pad
+
+    def label(self, index: int) -> str:
+        return self.labels[index] if index < len(self.labels) else str(index)
+
+    def path_of(self, fmt: str) -> Path:
+        if fmt not in self.files:
+            raise KeyError(
+                f"model {self.name!r} has no {fmt!r} file (has: {', '.join(self.files) or 'none'})"
+            )
+        assert self.directory is not None
+        return self.directory / self.files[fmt]
+
+    def variant(self, name: str, **overrides: Any) -> ModelConfig:
+        data = self.model_dump(exclude={"variants", "directory"})
+        data.update(overrides, name=name)
+        cfg = ModelConfig.model_validate(data)
+        cfg.directory = self.directory
+        return cfg
+
+    def write(self, directory: Path) -> Path:
+        path = directory / CONFIG_FILE
+        path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
+        return path
+
+
+def read_model_config(directory: Path) -> ModelConfig:
+    cfg = ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
+    cfg.directory = directory
+    return cfg
+
+
+def load_model_configs(models_dir: Path, extra_backends: list[str] | None = None) -> list[ModelConfig]:
+    """Every model to serve from a repository: each folder's config, its variants, and one
+    copy per extra backend asked for (named <model>-<backend>)."""
+    if not models_dir.is_dir():
+        raise FileNotFoundError(f"model repository {models_dir} does not exist")
+    configs: list[ModelConfig] = []
+    for directory in sorted(p for p in models_dir.iterdir() if (p / CONFIG_FILE).is_file()):
+        base = read_model_config(directory)
+        configs.append(base)
+        for name, overrides in base.variants.items():
+            configs.append(base.variant(name, **overrides))
+        for backend in extra_backends or []:
+            if backend != base.backend:
+                configs.append(base.variant(f"{base.name}-{backend}", backend=backend))
+    names = [c.name for c in configs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"model names served twice: {', '.join(duplicates)}")
+    return configs

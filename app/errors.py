@@ -1,0 +1,55 @@
+"""Domain errors. No web framework imports here: api/errors.py maps these to HTTP."""
+
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    """Base class of every error the service reports to a client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServeError):
+    """The request or one of its images cannot be used (400)."""
+
+
+class PayloadTooLarge(ServeError):
+    """The body, an image or the number of images is above a configured limit (413)."""
+
+
+class UnsupportedMediaType(ServeError):
+    """The request's Content-Type is not one the endpoint reads (415)."""
+
+
+class ModelNotFound(ServeError):
+    """No model (or version) of that name is served (404)."""
+
+
+class ModelNotReady(ServeError):
+    """The model exists but is not loaded, failed to load, or is shutting down (503)."""
+
+
+class QueueFull(ServeError):
+    """The model's bounded queue is full: retry later (503 + Retry-After)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ServeError):
+    """The request's deadline passed before its result was ready (504)."""
+
+
+class InferenceError(ServeError):
+    """The backend failed while running a batch (500); other batches are unaffected."""
+
+
+class Unauthorized(ServeError):
+    """Missing or wrong bearer token (401)."""
+
+
+class ModelLoadError(ServeError):
+    """A model could not be loaded; the server stays up and reports it not ready."""

@@ -1,0 +1,226 @@
+"""Export a torchvision ResNet to a model directory: state_dict (eager), TorchScript, ONNX.
+
+Every exported graph takes uint8 NHWC images and normalises itself. Each format is checked
+against eager fp32 on the same random batch, and the error is recorded in config.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+
+from app.config import BatchingConfig, ModelConfig, PreprocessConfig
+from app.torch_models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("eager", "torchscript", "onnx")
+FILES = {"eager": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+FP32_TOLERANCE = 1e-4
+ONNX_OPSET = 18
+
+
+class ExportError(Exception):
+    """The export cannot go on; the message says what to do."""
+
+
+@dataclass
+class Weights:
+    state_dict: dict[str, torch.Tensor] | None
+    source: str
+    labels: list[str]
+    fallback: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def imagenet_labels(arch: str) -> list[str]:
+    """Class names ship inside torchvision's weight metadata: no download needed."""
+    return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
+
+
+def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: int) -> Weights:
+    if weights == "random":
+        torch.manual_seed(seed)
+        return Weights(None, f"random (seed {seed})", imagenet_labels(arch))
+    if weights == "imagenet":
+        spec = torchvision.models.get_model_weights(arch).DEFAULT
+        try:
+            state = spec.get_state_dict(progress=False, check_hash=True)
+            return Weights(state, f"imagenet ({spec})", imagenet_labels(arch))
+        except Exception as exc:  # noqa: BLE001 - any download failure means the same
+            reason = f"{type(exc).__name__}: {exc}"
+            if not allow_random_fallback:
+                raise ExportError(
+                    f"could not download torchvision's ImageNet weights for {arch} ({reason}). "
+                    "Put the file in $TORCH_HOME/hub/checkpoints, pass a state_dict path to "
+                    "--weights, or pass --allow-random-fallback to export RANDOM weights."
+                ) from None
+            banner = "!" * 78
+            print(
+                f"\n{banner}\n!! WARNING: ImageNet weights for {arch} could not be downloaded:\n"
+                f"!!   {reason}\n!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
+                f"!! This is recorded in config.json (weights_fallback: true) and shown by the API.\n"
+                f"{banner}\n",
+                file=sys.stderr,
+                flush=True,
+            )
+            torch.manual_seed(seed)
+            return Weights(
+                None,
+                f"random (seed {seed}; FALLBACK: ImageNet weights could not be downloaded)",
+                imagenet_labels(arch),
+                fallback=True,
+            )
+    path = Path(weights)
+    if not path.is_file():
+        raise ExportError(f"--weights must be imagenet, random or a state_dict file; {path} is none")
+    loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(loaded, dict) and "state_dict" in loaded:
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ExportError(f"{path} does not hold a state_dict")
+    return Weights(loaded, f"file {path.name}", [])
+
+
+def build_model(arch: str, weights: Weights) -> torch.nn.Module:
+    num_classes = 1000
+    if weights.state_dict is not None and "fc.weight" in weights.state_dict:
+        num_classes = int(weights.state_dict["fc.weight"].shape[0])
+    model = build_arch(arch, num_classes)
+    if weights.state_dict is not None:
+        try:
+            model.load_state_dict(weights.state_dict)
+        except RuntimeError as exc:
+            raise ExportError(f"the weights do not fit {arch}: {exc}") from None
+    return model.eval()
+
+
+def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
+    """max |a - b| / max |a|: the error relative to the logits' own scale."""
+    scale = float(np.abs(reference).max()) or 1.0
+    return float(np.abs(reference.astype(np.float64) - other).max() / scale)
+
+
+def export_torchscript(module: UInt8Classifier, example: torch.Tensor, path: Path) -> None:
+    with quiet_torch(), torch.no_grad():
+        traced = torch.jit.trace(module, (example,))
+        frozen = torch.jit.freeze(traced)
+        torch.jit.save(frozen, str(path))
+
+
+def export_onnx(module: UInt8Classifier, example: torch.Tensor, path: Path) -> None:
+    # The TorchScript-based exporter: deprecated upstream but exact and quick here; the graph
+    # is plain Conv/Gemm/Relu/Add plus the uint8 Cast/Transpose/Mul/Sub at its head.
+    with quiet_torch(), torch.no_grad():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )
+
+
+def run_onnx(path: Path, batch: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out: np.ndarray = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    return out
+
+
+def export_model(
+    arch: str,
+    weights: str,
+    formats: list[str],
+    out: Path,
+    name: str | None = None,
+    allow_random_fallback: bool = False,
+    seed: int = 0,
+    labels: list[str] | None = None,
+    preprocess: PreprocessConfig | None = None,
+    batching: BatchingConfig | None = None,
+) -> ModelConfig:
+    if arch not in ARCHS:
+        raise ExportError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ExportError(f"formats must be some of {', '.join(FORMATS)}; got {formats}")
+    preprocess = preprocess or PreprocessConfig()
+    resolved = resolve_weights(arch, weights, allow_random_fallback, seed)
+    model = build_model(arch, resolved)
+    num_classes = model.fc.out_features
+    labels = labels or resolved.labels
+    if len(labels) != num_classes:
+        labels = [f"class_{i}" for i in range(num_classes)]
+
+    out.mkdir(parents=True, exist_ok=True)
+    module = wrap(model, preprocess.mean, preprocess.std, "cpu", "fp32", channels_last=False)
+    rng = np.random.default_rng(seed)
+    check = rng.integers(0, 256, size=(4, preprocess.crop, preprocess.crop, 3), dtype=np.uint8)
+    example = torch.from_numpy(check[:2].copy())
+    with torch.inference_mode():
+        reference = module(torch.from_numpy(check)).numpy()
+
+    files: dict[str, str] = {}
+    errors: dict[str, float] = {}
+    for fmt in formats:
+        path = out / FILES[fmt]
+        if fmt == "eager":
+            torch.save(model.state_dict(), path)
+            got = _run_eager_from_file(arch, num_classes, path, preprocess, check)
+        elif fmt == "torchscript":
+            export_torchscript(module, example, path)
+            with quiet_torch():
+                loaded = torch.jit.load(str(path)).eval()
+            with torch.inference_mode():
+                got = loaded(torch.from_numpy(check)).numpy()
+        else:
+            export_onnx(module, example, path)
+            got = run_onnx(path, check)
+        files[fmt] = FILES[fmt]
+        errors[fmt] = relative_error(reference, got)
+        print(f"{fmt:12s} {path}  max relative error vs eager fp32: {errors[fmt]:.2e}")
+        if errors[fmt] > FP32_TOLERANCE:
+            raise ExportError(
+                f"{fmt} disagrees with eager fp32: max relative error {errors[fmt]:.2e} "
+                f"> {FP32_TOLERANCE:.0e}"
+            )
+
+    backend = "onnxruntime" if "onnx" in files else ("torchscript" if "torchscript" in files else "eager")
+    config = ModelConfig(
+        name=name or out.name,
+        arch=arch,
+        backend=backend,
+        files=files,
+        num_classes=num_classes,
+        labels=labels,
+        weights=resolved.source,
+        weights_fallback=resolved.fallback,
+        input=preprocess,
+        batching=batching or BatchingConfig(),
+        export_check=errors,
+    )
+    config.write(out)
+    print(f"wrote {out / 'config.json'} (serves with backend {backend}; weights: {resolved.source})")
+    return config
+
+
+def _run_eager_from_file(
+    arch: str, num_classes: int, path: Path, preprocess: PreprocessConfig, batch: np.ndarray
+) -> np.ndarray:
+    model = build_arch(arch, num_classes)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    module = wrap(model.eval(), preprocess.mean, preprocess.std, "cpu", "fp32", channels_last=True)
+    with torch.inference_mode():
+        return module(torch.from_numpy(batch)).numpy()

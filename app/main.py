@@ -1,0 +1,62 @@
+"""create_app(settings) and its lifespan: load and warm up every model, start the batchers;
+on shutdown, finish every accepted request, then release the models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__, api
+from app.config import ModelConfig, Settings, load_model_configs
+from app.metrics import Metrics
+from app.repository import ModelRepository
+from app.service import DataPlane
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    configs: list[ModelConfig] | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """Build the app. `configs` default to the models in settings.models_dir; `metrics` to a
+    fresh registry (tests pass their own to read them)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model_configs = (
+            configs if configs is not None
+            else load_model_configs(settings.models_dir, list(settings.backends))
+        )
+        if not model_configs:
+            log.warning("no model found in %s: the server will never be ready", settings.models_dir)
+        repository = ModelRepository(model_configs, app.state.metrics, settings.retry_after_s)
+        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        app.state.repository = repository
+        app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        app.state.draining = False
+        await repository.load_all()
+        log.info("ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values()))
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            await repository.close()
+            decode_pool.shutdown(wait=True)
+            log.info("all models closed")
+
+    app = FastAPI(
+        title="resnet-serve",
+        version=__version__,
+        description="Image classification with dynamic batching over pluggable ResNet backends.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics if metrics is not None else Metrics()
+    api.install(app)
+    return app

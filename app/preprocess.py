@@ -1,0 +1,98 @@
+"""Bytes of ONE image -> uint8 HxWx3 array, as torchvision's Resize + CenterCrop would make it.
+
+Runs per request, before batching, in a thread pool (Pillow releases the GIL while it decodes
+and resizes). Anything wrong with the image raises InvalidInput or PayloadTooLarge here, so a
+bad image never reaches a batch it would share with other clients.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.config import PreprocessConfig
+from app.errors import InvalidInput, PayloadTooLarge
+
+# Decoders we accept; Pillow is never asked to try the others (smaller attack surface).
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Decode at reduced size (JPEG DCT scaling) only when the image is at least this many times
+# larger than the resize target: the result then stays within a grey level of a full decode.
+DRAFT_FACTOR = 2
+
+Image.MAX_IMAGE_PIXELS = None  # we check the pixel count ourselves, before decoding
+
+
+def resized_size(width: int, height: int, short: int) -> tuple[int, int]:
+    """torchvision's Resize(short) output size for a PIL image (int truncation, as it does)."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def centre_crop_box(width: int, height: int, crop: int) -> tuple[int, int, int, int]:
+    """torchvision's CenterCrop box (it rounds half to even, as Python's round does)."""
+    top = int(round((height - crop) / 2.0))
+    left = int(round((width - crop) / 2.0))
+    return left, top, left + crop, top + crop
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: Pillow's convert("RGB") would clip to 255; scale to 8 bits instead.
+        arr = np.asarray(img, dtype=np.uint32)
+        shift = 8 if arr.max(initial=0) <= 0xFFFF else 24
+        return Image.fromarray((arr >> shift).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0.0, 255.0).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    # CMYK (Pillow undoes Adobe's inversion), L, LA, RGBA, P, YCbCr: alpha is dropped, as
+    # torchvision's reference loader (`.convert("RGB")`) does.
+    return img.convert("RGB")
+
+
+def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
+    """Decode, upright (EXIF), RGB, resize the shorter side, centre-crop. uint8 (crop, crop, 3)."""
+    if not data:
+        raise InvalidInput("empty image: the body or part holds no bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise InvalidInput(
+            f"not an image Pillow can read; send one of {', '.join(FORMATS)}"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InvalidInput(f"image header is corrupt: {exc}") from None
+
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise InvalidInput(f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    try:
+        if (
+            cfg.use_draft
+            and img.format == "JPEG"
+            and min(width, height) >= DRAFT_FACTOR * cfg.resize
+        ):
+            img.draft("RGB", (DRAFT_FACTOR * cfg.resize, DRAFT_FACTOR * cfg.resize))
+        img.seek(0)  # animated images: the first frame
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        img = img.resize(resized_size(*img.size, cfg.resize), Image.Resampling.BILINEAR)
+        img = img.crop(centre_crop_box(*img.size, cfg.crop))
+        return np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidInput(f"image data is truncated or corrupt: {exc}") from None
+    except Image.DecompressionBombError as exc:  # pragma: no cover - we check first
+        raise PayloadTooLarge(str(exc)) from None

@@ -1,0 +1,157 @@
+"""The data plane: what every protocol adapter (classify API, KServe V2) calls. No HTTP here.
+
+bytes -> decode (thread pool, per image, errors stay with the request) -> batcher.submit
+-> await rows (deadline, client disconnect) -> top-k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from app.config import Settings
+from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
+from app.postprocess import top_k
+from app.preprocess import decode
+from app.repository import ModelRepository, ServedModel
+
+Disconnected = Callable[[], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected; nothing is answered."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+
+class DataPlane:
+    def __init__(self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor):
+        self.settings = settings
+        self.repository = repository
+        self.decode_pool = decode_pool
+
+    def model(self, name: str) -> ServedModel:
+        return self.repository.get(name)
+
+    def deadline(self, timeout_ms: float | None) -> float:
+        """Absolute deadline (time.monotonic) of a request that starts now."""
+        ms = self.settings.request_timeout_ms if timeout_ms is None else timeout_ms
+        if ms <= 0:
+            raise InvalidInput(f"timeout must be positive, got {ms} ms")
+        return time.monotonic() + ms / 1000.0
+
+    def check_image_count(self, count: int) -> None:
+        if count == 0:
+            raise InvalidInput("the request holds no image")
+        if count > self.settings.max_images_per_request:
+            raise PayloadTooLarge(
+                f"{count} images in one request; the limit is {self.settings.max_images_per_request}"
+            )
+
+    async def decode_images(self, model: ServedModel, images: list[bytes]) -> np.ndarray:
+        """Decode every image of one request in parallel; the first bad one fails the request."""
+        self.check_image_count(len(images))
+        loop = asyncio.get_running_loop()
+        cfg, limit = model.config.input, self.settings.max_image_pixels
+        timer = model.telemetry.preprocess
+
+        def one(data: bytes) -> np.ndarray:
+            t0 = time.perf_counter()
+            try:
+                return decode(data, cfg, limit)
+            finally:
+                timer.observe(time.perf_counter() - t0)
+
+        results = await asyncio.gather(
+            *(loop.run_in_executor(self.decode_pool, one, data) for data in images),
+            return_exceptions=True,
+        )
+        for i, result in enumerate(results):
+            if isinstance(result, BaseException):
+                if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
+                    result.message = f"image {i}: {result.message}"
+                    result.args = (result.message,)
+                raise result
+        if len(results) == 1:
+            return results[0][None]  # type: ignore[index]
+        return np.stack(results)  # type: ignore[arg-type]
+
+    async def infer(
+        self,
+        model: ServedModel,
+        batch: np.ndarray,
+        deadline: float,
+        disconnected: Disconnected | None = None,
+    ) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> logits (N, C), within the deadline, cancelled if the client
+        leaves. Raises QueueFull / ModelNotReady at once, DeadlineExceeded, ClientGone."""
+        expected = (model.config.input.crop, model.config.input.crop, 3)
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
+            raise InvalidInput(
+                f"model {model.name!r} takes uint8 images of shape {list(expected)}; "
+                f"got {batch.dtype} {list(batch.shape[1:])}"
+            )
+        self.check_image_count(batch.shape[0])
+        batcher = model.require_ready()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            model.telemetry.rejected("deadline")
+            raise DeadlineExceeded("deadline passed before the request reached the queue")
+        result = asyncio.ensure_future(batcher.submit(batch, deadline))
+        waiters: set[asyncio.Future[object]] = {result}  # type: ignore[arg-type]
+        gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        if gone is not None:
+            waiters.add(gone)
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            result.cancel()
+            raise
+        finally:
+            if gone is not None:
+                gone.cancel()
+        if result in done:
+            return result.result()
+        result.cancel()
+        if gone is not None and gone in done:
+            raise ClientGone()
+        model.telemetry.rejected("deadline")
+        raise DeadlineExceeded("the request's deadline passed before its result was ready")
+
+    async def classify(
+        self,
+        name: str,
+        images: list[bytes],
+        k: int,
+        timeout_ms: float | None = None,
+        disconnected: Disconnected | None = None,
+    ) -> list[list[Prediction]]:
+        deadline = self.deadline(timeout_ms)
+        self.check_top_k(k)
+        model = self.model(name)
+        model.require_ready()
+        batch = await self.decode_images(model, images)
+        logits = await self.infer(model, batch, deadline, disconnected)
+        return self.predictions(model, logits, k)
+
+    def check_top_k(self, k: int) -> None:
+        if not 1 <= k <= self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {k}")
+
+    @staticmethod
+    def predictions(model: ServedModel, logits: np.ndarray, k: int) -> list[list[Prediction]]:
+        indices, probs = top_k(logits, k)
+        return [
+            [Prediction(int(i), model.config.label(int(i)), float(p)) for i, p in zip(row_i, row_p)]
+            for row_i, row_p in zip(indices, probs)
+        ]

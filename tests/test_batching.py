@@ -1,0 +1,183 @@
+"""DynamicBatcher with the fake backend: batch sizes, own rows, errors, limits, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from app.backends import create_backend
+from app.batching import DynamicBatcher, bucket_for, bucket_sizes
+from app.config import BatchingConfig
+from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull
+from app.metrics import Metrics
+from tests.fakes import Behaviour, FakeBackend, expected_logits, fake_config
+
+
+def images(value: int, n: int = 1, size: int = 224) -> np.ndarray:
+    return np.full((n, size, size, 3), value, np.uint8)
+
+
+def make(name: str = "fake", instances: int = 1, delay: float = 0.0, **batching: object):
+    cfg = fake_config(name, batching=BatchingConfig(instances=instances, **batching))
+    FakeBackend.behaviour[name] = Behaviour(delay_s=delay)
+    backends = [create_backend(cfg) for _ in range(instances)]
+    metrics = Metrics()
+    batcher = DynamicBatcher(name, backends, cfg.batching, metrics.for_model(name))
+    return batcher, FakeBackend.behaviour[name], metrics
+
+
+def far() -> float:
+    return time.monotonic() + 30
+
+
+def test_bucket_sizes() -> None:
+    assert bucket_sizes(1) == [1]
+    assert bucket_sizes(8) == [1, 2, 4, 8]
+    assert bucket_sizes(12) == [1, 2, 4, 8, 12]
+    assert bucket_for(3, 8) == 4 and bucket_for(9, 12) == 12
+
+
+async def test_concurrent_requests_form_batches_and_get_their_own_rows() -> None:
+    batcher, behaviour, metrics = make(max_batch_size=8, delay=0.05)
+    batcher.start()
+    # the first request runs alone (the instance was idle); the 16 that arrive while it runs
+    # are taken 8 at a time
+    first = batcher.submit(images(200), far())
+    await asyncio.sleep(0.01)
+    rest = [batcher.submit(images(v), far()) for v in range(16)]
+    results = await asyncio.gather(first, *rest)
+    assert behaviour.batches == [1, 8, 8]
+    for value, rows in zip([200, *range(16)], results):
+        assert rows.shape == (1, 256)
+        np.testing.assert_array_equal(rows, expected_logits(images(value), 256))
+    await batcher.close()
+    assert metrics.registry.get_sample_value(
+        "resnet_serve_batch_size_count", {"model": "fake"}) == 3
+
+
+async def test_requests_are_never_split_or_reordered() -> None:
+    batcher, behaviour, _ = make(max_batch_size=8, delay=0.05)
+    batcher.start()
+    blocker = batcher.submit(images(1), far())
+    await asyncio.sleep(0.01)
+    a = batcher.submit(images(10, 5), far())
+    b = batcher.submit(images(20, 5), far())  # does not fit beside a: next batch
+    c = batcher.submit(images(30, 3), far())
+    ra, rb, rc = await asyncio.gather(a, b, c)
+    await blocker
+    assert behaviour.batches == [1, 5, 8]
+    assert ra.shape == (5, 256) and rb.shape == (5, 256) and rc.shape == (3, 256)
+    assert int(np.argmax(rb[0])) == 20 and int(np.argmax(rc[2])) == 30
+    await batcher.close()
+
+
+async def test_a_request_larger_than_max_batch_is_chunked_and_reassembled() -> None:
+    batcher, behaviour, _ = make(max_batch_size=4)
+    batcher.start()
+    batch = np.concatenate([images(v) for v in range(10)])
+    rows = await batcher.submit(batch, far())
+    assert rows.shape == (10, 256)
+    assert [int(np.argmax(r)) for r in rows] == list(range(10))
+    assert sorted(behaviour.batches, reverse=True) == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_backend_failure_fails_only_its_batch() -> None:
+    batcher, behaviour, metrics = make(max_batch_size=2, delay=0.02)
+    behaviour.fail = lambda batch: bool((batch == 66).any())
+    batcher.start()
+    first = batcher.submit(images(1), far())
+    await asyncio.sleep(0.005)
+    same_batch = [batcher.submit(images(66), far()), batcher.submit(images(7), far())]
+    later = batcher.submit(images(8), far())
+    got = await asyncio.gather(first, *same_batch, later, return_exceptions=True)
+    assert isinstance(got[0], np.ndarray)
+    assert isinstance(got[1], InferenceError) and isinstance(got[2], InferenceError)
+    assert "fake backend failure" in got[1].message
+    assert isinstance(got[3], np.ndarray) and int(np.argmax(got[3][0])) == 8
+    assert metrics.registry.get_sample_value(
+        "resnet_serve_inference_failures_total", {"model": "fake"}) == 1
+    await batcher.close()
+
+
+async def test_full_queue_rejects_at_once_and_recovers() -> None:
+    batcher, _, metrics = make(max_batch_size=1, max_queue_size=3, delay=0.05)
+    batcher.start()
+    accepted = [batcher.submit(images(i), far()) for i in range(3)]
+    started = time.perf_counter()
+    with pytest.raises(QueueFull) as info:
+        batcher.submit(images(9), far())
+    assert time.perf_counter() - started < 0.05  # refused, not queued
+    assert info.value.retry_after_s >= 1
+    assert len(await asyncio.gather(*accepted)) == 3  # accepted work still completes
+    assert (await batcher.submit(images(5), far())).shape == (1, 256)  # recovered
+    assert metrics.registry.get_sample_value(
+        "resnet_serve_rejected_total", {"model": "fake", "reason": "queue_full"}) == 1
+    await batcher.close()
+
+
+async def test_expired_and_cancelled_requests_cost_no_inference() -> None:
+    batcher, behaviour, _ = make(max_batch_size=1, delay=0.1)
+    batcher.start()
+    running = batcher.submit(images(1), far())
+    await asyncio.sleep(0.01)
+    expired = batcher.submit(images(2), time.monotonic() + 0.02)
+    gone = batcher.submit(images(3), far())
+    gone.cancel()  # type: ignore[attr-defined]
+    await running
+    with pytest.raises(DeadlineExceeded):
+        await expired
+    await batcher.close()
+    assert behaviour.batches == [1]  # neither the expired nor the cancelled one ran
+
+
+async def test_instances_run_in_parallel() -> None:
+    batcher, behaviour, _ = make(instances=2, max_batch_size=1, delay=0.1)
+    batcher.start()
+    started = time.perf_counter()
+    await asyncio.gather(*(batcher.submit(images(i), far()) for i in range(4)))
+    elapsed = time.perf_counter() - started
+    assert behaviour.max_concurrent == 2
+    assert elapsed < 0.35  # 4 x 0.1 s on two instances, not 0.4 s on one
+    await batcher.close()
+
+
+async def test_queue_delay_waits_for_a_fuller_batch() -> None:
+    batcher, behaviour, _ = make(max_batch_size=4, max_queue_delay_ms=100)
+    batcher.start()
+    first = batcher.submit(images(1), far())
+    await asyncio.sleep(0.02)
+    second = batcher.submit(images(2), far())
+    await asyncio.gather(first, second)
+    assert behaviour.batches == [2]
+    await batcher.close()
+
+
+async def test_close_drains_accepted_work_and_then_refuses() -> None:
+    batcher, behaviour, _ = make(max_batch_size=2, delay=0.05)
+    batcher.start()
+    pending = [batcher.submit(images(i), far()) for i in range(5)]
+    await batcher.close()
+    assert all(f.done() for f in pending)  # type: ignore[attr-defined]
+    assert sum(behaviour.batches) == 5
+    with pytest.raises(ModelNotReady):
+        batcher.submit(images(1), far())
+
+
+async def test_padding_to_buckets() -> None:
+    cfg = fake_config("pad", batching=BatchingConfig(max_batch_size=8))
+    FakeBackend.behaviour["pad"] = Behaviour(delay_s=0.05)
+    metrics = Metrics()
+    batcher = DynamicBatcher("pad", [create_backend(cfg)], cfg.batching, metrics.for_model("pad"),
+                             pad_to_bucket=True)
+    batcher.start()
+    first = batcher.submit(images(1), far())
+    await asyncio.sleep(0.01)
+    rows = await asyncio.gather(*(batcher.submit(images(v), far()) for v in (3, 4, 5)))
+    await first
+    assert FakeBackend.behaviour["pad"].batches == [1, 4]  # 3 images padded to the bucket 4
+    assert [int(np.argmax(r[0])) for r in rows] == [3, 4, 5]
+    await batcher.close()
