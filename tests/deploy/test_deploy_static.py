@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEPLOY, REPO, find_tool, run
-from metric_names import CONTRACT_SERIES, HISTOGRAMS, dashboard_exprs, names_in, rule_exprs
+from tests.deploy.helpers import DEPLOY, REPO, find_tool, run
+from tests.deploy.metric_names import CONTRACT_SERIES, HISTOGRAMS, dashboard_exprs, names_in, rule_exprs
 
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "resnet-serve.json"
