@@ -1,0 +1,358 @@
+"""Static checks of the deployment files with the real tools: hadolint, Docker Compose v2,
+promtool, kubernetes-validate; and the Grafana dashboard against the exported metric names.
+Each tool is also fed a broken input once, to prove the check can fail."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.helpers import DEPLOY, REPO, find_tool, run
+from tests.deploy.metric_names import CONTRACT_SERIES, HISTOGRAMS, dashboard_exprs, names_in, rule_exprs
+
+K8S = DEPLOY / "k8s"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "resnet-serve.json"
+RULES = DEPLOY / "prometheus" / "rules" / "resnet-serve.yml"
+
+
+# ------------------------------------------------------------------ Dockerfile
+def test_hadolint_passes_on_dockerfile():
+    r = run([find_tool("hadolint"), "Dockerfile"])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_hadolint_can_fail():
+    bad = "FROM debian\nRUN apt-get update && apt-get install curl\n"
+    r = run([find_tool("hadolint"), "-"], input=bad)
+    assert r.returncode != 0 and "DL3006" in r.stdout, r.stdout
+
+
+def _stages(text: str) -> dict[str, str]:
+    parts = re.split(r"(?m)^FROM\s+\S+\s+AS\s+(\S+)\s*$", text)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
+    text = (REPO / "Dockerfile").read_text()
+    stages = _stages(text)
+    assert list(stages) == ["builder", "models", "runtime"], "runtime must be the last (default) stage"
+    runtime = stages["runtime"]
+    assert re.search(r"(?m)^USER 10001:10001$", runtime)
+    assert "HEALTHCHECK" in runtime and "/health/ready" in runtime
+    assert "ARG VARIANT=cpu" in stages["builder"] and "ARG VARIANT=cpu" in runtime
+    # the CPU build installs the cpu extra only: no torch in the runtime venv
+    assert "cpu) extras=cpu ;;" in stages["builder"]
+    assert "COPY --from=models /models /models" in runtime
+    assert "/opt/export" not in runtime, "the export venv (torch) must stay in its own stage"
+    assert not re.search(r"(?m)^RUN --mount", text), "must build without BuildKit"
+    for line in re.findall(r"(?m)^\s*(?:ENV|ARG)\b.*$|^\s+\w+=.*\\$", text):
+        assert not re.search(r"(TOKEN|PASSWORD|SECRET)\w*=\S", line), line
+
+
+def test_dockerignore_is_an_allow_list():
+    lines = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert lines[0] == "*"
+    assert {"!pyproject.toml", "!app/", "!README.md"} <= set(lines)
+    assert not any(l.startswith("!") and ("models" in l or ".venv" in l or "tests" in l) for l in lines)
+
+
+# ------------------------------------------------------------------ compose
+COMPOSE_SETS = {
+    "cpu": ["compose.yaml"],
+    "gpu": ["compose.yaml", "compose.gpu.yaml"],
+    "volume": ["compose.yaml", "compose.models-volume.yaml"],
+    "test": ["compose.yaml", "compose.models-volume.yaml", "compose.test.yaml"],
+}
+
+
+def _compose(compose_cmd, files, *args, env):
+    cmd = [*compose_cmd]
+    for f in files:
+        cmd += ["-f", str(DEPLOY / f)]
+    return run([*cmd, *args], env=env)
+
+
+@pytest.mark.parametrize("variant", sorted(COMPOSE_SETS))
+def test_compose_config_is_valid(compose_cmd, clean_env, variant):
+    r = _compose(compose_cmd, COMPOSE_SETS[variant], "config", "-q", env=clean_env)
+    assert r.returncode == 0, r.stderr
+
+
+def test_compose_config_can_fail(compose_cmd, clean_env, tmp_path):
+    bad = tmp_path / "compose.yaml"
+    bad.write_text("services:\n  x:\n    image: busybox\n    restart: sometimes\n    healthcheck: 3\n")
+    r = run([*compose_cmd, "-f", str(bad), "config", "-q"], env=clean_env)
+    assert r.returncode != 0
+
+
+def _resolved(compose_cmd, env, variant) -> dict:
+    r = _compose(compose_cmd, COMPOSE_SETS[variant], "config", "--format", "json", env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_compose_every_service_has_healthcheck_and_restart(compose_cmd, clean_env):
+    for variant in ("cpu", "test"):
+        services = _resolved(compose_cmd, clean_env, variant)["services"]
+        assert {"resnet-serve", "lb", "prometheus", "grafana"} <= set(services)
+        for name, svc in services.items():
+            assert svc.get("restart") == "unless-stopped", (variant, name)
+            assert svc.get("healthcheck", {}).get("test"), (variant, name)
+
+
+def test_compose_cpu_defaults(compose_cmd, clean_env):
+    cfg = _resolved(compose_cmd, clean_env, "cpu")
+    svc = cfg["services"]["resnet-serve"]
+    assert svc["build"]["args"]["VARIANT"] == "cpu"
+    assert "ports" not in svc, "replicas are reached through the load balancer only"
+    assert "/health/ready" in " ".join(svc["healthcheck"]["test"])
+    assert "RESNET_SERVE_AUTH_TOKEN" not in svc.get("environment", {}), "no token baked in"
+    assert cfg["services"]["lb"]["depends_on"]["resnet-serve"]["condition"] == "service_healthy"
+    prom_mounts = {v["target"] for v in cfg["services"]["prometheus"]["volumes"]}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/rules"} <= prom_mounts
+    graf_mounts = {v["target"] for v in cfg["services"]["grafana"]["volumes"]}
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= graf_mounts
+    # replicas scale through one variable
+    env = dict(clean_env, RESNET_SERVE_REPLICAS="3")
+    assert _resolved(compose_cmd, env, "cpu")["services"]["resnet-serve"]["deploy"]["replicas"] == 3
+
+
+def test_compose_gpu_override_reserves_nvidia_gpus(compose_cmd, clean_env):
+    svc = _resolved(compose_cmd, clean_env, "gpu")["services"]["resnet-serve"]
+    assert svc["build"]["args"]["VARIANT"] == "gpu"
+    assert svc["build"]["args"]["MODEL_DEVICE"] == "cuda:0"
+    assert svc["image"].endswith(":gpu")
+    (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"]
+    assert dev["count"] == -1  # "all"
+
+
+def test_compose_volume_override_mounts_models_and_skips_export(compose_cmd, clean_env, tmp_path):
+    env = dict(clean_env, RESNET_SERVE_MODELS_HOST_DIR=str(tmp_path))
+    svc = _resolved(compose_cmd, env, "volume")["services"]["resnet-serve"]
+    assert svc["build"]["args"]["EXPORT_MODEL"] == "0"
+    (vol,) = svc["volumes"]
+    assert vol["source"] == str(tmp_path) and vol["target"] == "/models" and vol["read_only"]
+
+
+# ------------------------------------------------------------------ Prometheus
+def test_promtool_checks_config_and_rules():
+    promtool = find_tool("promtool")
+    r = run([promtool, "check", "config", "prometheus.yml"], cwd=DEPLOY / "prometheus")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run([promtool, "check", "rules", str(RULES)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "SUCCESS: 8 rules found" in r.stdout
+
+
+def test_promtool_rule_unit_tests():
+    r = run([find_tool("promtool"), "test", "rules", "tests/alerts.test.yml"], cwd=DEPLOY / "prometheus")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_promtool_can_fail(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: rate(foo[5m]\n")
+    assert run([find_tool("promtool"), "check", "rules", str(bad)]).returncode != 0
+
+
+def test_alert_rules_cover_errors_latency_and_queue():
+    exprs = " ".join(rule_exprs(RULES))
+    assert 'code=~"5.."' in exprs
+    assert "histogram_quantile(0.99" in exprs and "resnet_serve_request_duration_seconds_bucket" in exprs
+    assert 'reason="queue_full"' in exprs
+    assert names_in(exprs) <= CONTRACT_SERIES, names_in(exprs) - CONTRACT_SERIES
+
+
+def test_prometheus_scrapes_every_5s():
+    cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert cfg["global"]["scrape_interval"] == "5s"
+    job = next(j for j in cfg["scrape_configs"] if j["job_name"] == "resnet-serve")
+    assert job["dns_sd_configs"][0]["names"] == ["resnet-serve"]
+
+
+# ------------------------------------------------------------------ Grafana
+def test_dashboard_has_the_required_queries():
+    exprs = dashboard_exprs(DASHBOARD)
+    joined = "\n".join(exprs)
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, sum by (le, model) (rate(resnet_serve_request_duration_seconds_bucket" in joined
+    assert "rate(resnet_serve_requests_total" in joined  # request rate
+    assert 'code=~"5.."' in joined  # error rate
+    assert "resnet_serve_queue_depth" in joined
+    assert "resnet_serve_batch_size_bucket" in joined  # batch-size distribution
+    assert "sum by (model)" in joined  # per model
+    assert "group_left (backend, device, precision) resnet_serve_model_info" in joined  # per backend
+
+
+def test_dashboard_uses_only_exported_metric_names():
+    used = set().union(*(names_in(e) for e in dashboard_exprs(DASHBOARD)))
+    assert used, "no metric found in the dashboard"
+    assert used <= CONTRACT_SERIES, f"unknown metrics: {sorted(used - CONTRACT_SERIES)}"
+    # histograms are only used through their series, never by the bare family name
+    assert not used & HISTOGRAMS
+
+
+def test_dashboard_panels_point_at_the_provisioned_datasource():
+    dash = json.loads(DASHBOARD.read_text())
+    ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    (source,) = ds["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in dash["panels"]:
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == source["uid"], p["title"]
+            assert p["targets"], p["title"]
+    prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/resnet-serve.yaml").read_text())
+    assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# ------------------------------------------------------------------ Kubernetes
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _merge(base, patch):
+    """The strategic-merge subset the GPU patch uses: maps merge, containers merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = _merge(base[k], v) if k in base else v
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and all("name" in x for x in base + patch):
+        out = [copy.deepcopy(x) for x in base]
+        for item in patch:
+            idx = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
+            out.append(item) if idx is None else out.__setitem__(idx, _merge(out[idx], item))
+        return out
+    return patch
+
+
+def gpu_deployment() -> dict:
+    (base,) = _docs(K8S / "deployment.yaml")
+    (patch,) = _docs(K8S / "gpu" / "deployment-patch.yaml")
+    return _merge(base, patch)
+
+
+def _kv(tmp_path: Path, docs: list[dict]) -> tuple[int, str]:
+    f = tmp_path / "resources.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    r = run([find_tool("kubernetes-validate"), "--strict", str(f)])
+    return r.returncode, r.stdout + r.stderr
+
+
+BUILTIN = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
+
+
+def test_kubernetes_validate_builtin_manifests(tmp_path):
+    r = run([find_tool("kubernetes-validate"), "--strict", *BUILTIN], cwd=K8S)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("passed") == len(BUILTIN), r.stdout
+
+
+def test_kubernetes_validate_gpu_deployment(tmp_path):
+    rc, out = _kv(tmp_path, [gpu_deployment()])
+    assert rc == 0 and "passed" in out, out
+
+
+def test_kubernetes_validate_kserve_and_operator_pod_specs(tmp_path):
+    """CRDs have no schema offline: validate the pod parts they embed as real core types."""
+    (rt,) = _docs(K8S / "kserve" / "servingruntime.yaml")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rt"},
+           "spec": {"containers": rt["spec"]["containers"]}}
+    docs = [pod]
+    for f in ("inferenceservice.yaml", "inferenceservice-gpu.yaml"):
+        (isvc,) = _docs(K8S / "kserve" / f)
+        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": isvc["metadata"]["name"]},
+                     "spec": {"containers": [{"name": "c", "image": "x",
+                                              "resources": isvc["spec"]["predictor"]["model"]["resources"]}]}})
+    rc, out = _kv(tmp_path, docs)
+    assert rc == 0 and out.count("passed") == 3, out
+
+
+def test_kubernetes_validate_can_fail(tmp_path):
+    (dep,) = _docs(K8S / "deployment.yaml")
+    dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = {"x": 1}
+    dep["spec"]["replicaz"] = 2
+    rc, out = _kv(tmp_path, [dep])
+    assert rc != 0, out
+
+
+def _container(dep: dict) -> dict:
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_deployment_probes_and_graceful_shutdown(variant):
+    dep = _docs(K8S / "deployment.yaml")[0] if variant == "cpu" else gpu_deployment()
+    c = _container(dep)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["RESNET_SERVE_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    drain = float(env["RESNET_SERVE_SHUTDOWN_GRACE_S"]["value"])
+    grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert float(pre_stop[1]) + drain + 5 <= grace, "preStop + drain must fit the grace period"
+    assert dep["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    res = c["resources"]
+    if variant == "gpu":
+        assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == "1"
+        assert c["image"].endswith(":gpu")
+    else:
+        assert "nvidia.com/gpu" not in res["requests"]
+
+
+def test_service_hpa_and_monitor_select_the_deployment():
+    (dep,) = _docs(K8S / "deployment.yaml")
+    (svc,) = _docs(K8S / "service.yaml")
+    (hpa,) = _docs(K8S / "hpa.yaml")
+    (sm,) = _docs(K8S / "servicemonitor.yaml")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": dep["metadata"]["name"]}
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    port_names = {p["name"] for p in svc["spec"]["ports"]}
+    assert all(e["port"] in port_names and e["path"] == "/metrics" for e in sm["spec"]["endpoints"])
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8000"
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for res in kust["resources"]:
+        assert (K8S / res).exists(), res
+
+
+def test_prometheusrule_matches_the_compose_rules():
+    (pr,) = _docs(K8S / "prometheusrule.yaml")
+    assert pr["kind"] == "PrometheusRule"
+    assert pr["spec"] == yaml.safe_load(RULES.read_text()), "regenerate prometheusrule.yaml from the rules file"
+
+
+def test_kserve_runtime_speaks_v2_and_matches_the_inference_services():
+    (rt,) = _docs(K8S / "kserve" / "servingruntime.yaml")
+    assert rt["kind"] == "ServingRuntime" and rt["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert rt["spec"]["protocolVersions"] == ["v2"]
+    (c,) = rt["spec"]["containers"]
+    assert c["name"] == "kserve-container"
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["RESNET_SERVE_MODELS_DIR"] == "/mnt/models"
+    assert int(env["RESNET_SERVE_PORT"]) == c["ports"][0]["containerPort"] == 8080
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    formats = {f["name"] for f in rt["spec"]["supportedModelFormats"]}
+    for f in ("inferenceservice.yaml", "inferenceservice-gpu.yaml"):
+        (isvc,) = _docs(K8S / "kserve" / f)
+        assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["runtime"] == rt["metadata"]["name"]
+        assert model["protocolVersion"] == "v2"
+        assert model["modelFormat"]["name"] in formats
+        assert model["storageUri"]
