@@ -40,5 +40,9 @@ test: install-dev
 test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not e2e and not slow" $(PYTEST_ARGS)
 
+test-docker: install-dev
+	deploy/ci/install-test-tools.sh --docker $(VENV)
+	RESNET_SERVE_DOCKER_TESTS=1 $(BIN)/python -m pytest -q tests/deploy -m docker
+
 clean:
 	rm -rf $(VENV) .pytest_cache
