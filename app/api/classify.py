@@ -63,9 +63,12 @@ async def classify(
     request: Request,
     dataplane: DataPlaneDep,
     settings: SettingsDep,
-    top_k: Annotated[int, Query(description="Predictions per image, best first.")] = 5,
+    top_k: Annotated[
+        int, Query(ge=1, le=1000, description="Predictions per image, best first (at most "
+                   "RESNET_SERVE_MAX_TOP_K).")
+    ] = 5,
     timeout_ms: Annotated[
-        float | None, Query(gt=0, le=600_000, description="Deadline for this request.")
+        float | None, Query(ge=1, le=600_000, description="Deadline for this request, in ms.")
     ] = None,
 ) -> Response:
     model = dataplane.model(name)  # 404 before reading a byte of the body

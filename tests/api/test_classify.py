@@ -101,7 +101,10 @@ async def test_unknown_model_top_k_and_timeout(fake_app) -> None:  # type: ignor
         assert r.status_code == 404 and "nope" in r.json()["error"] and "fake" in r.json()["error"]
         r = await client.post("/v1/models/fake/classify?top_k=0", content=grey_png(1),
                               headers={"Content-Type": "image/png"})
-        assert r.status_code == 400 and "top_k" in r.json()["error"]
+        assert r.status_code == 422 and "top_k" in r.json()["error"]
+        r = await client.post("/v1/models/fake/classify?top_k=500", content=grey_png(1),
+                              headers={"Content-Type": "image/png"})
+        assert r.status_code == 400 and "top_k must be between 1 and 100" in r.json()["error"]
         r = await client.post("/v1/models/fake/classify?top_k=abc", content=grey_png(1),
                               headers={"Content-Type": "image/png"})
         assert r.status_code == 422 and "top_k" in r.json()["error"]
