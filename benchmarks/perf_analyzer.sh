@@ -76,5 +76,6 @@ args=("$@")
 have() { local a; for a in "${args[@]}"; do [ "$a" = "$1" ] && return 0; done; return 1; }
 have -b || args+=(-b 1)
 have --concurrency-range || have --request-rate-range || args+=(--concurrency-range 1:4:1)
-have --measurement-interval || have -p || args+=(--measurement-interval 5000)
+have --measurement-interval || have -p || have --request-count \
+    || args+=(--measurement-interval 5000)
 in_root /opt/pa/bin/perf_analyzer -i http "${args[@]}"

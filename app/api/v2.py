@@ -132,7 +132,11 @@ async def infer(
     status = 200
     telemetry.in_flight.inc()
     try:
-        body = await read_body(request, settings.max_body_bytes)
+        body = codec.decompress(
+            await read_body(request, settings.max_body_bytes),
+            request.headers.get("content-encoding"),
+            settings.max_body_bytes,
+        )
         header, binary = codec.split_body(body, request.headers.get(codec.HEADER_LENGTH))
         req = codec.parse_request(codec.parse_json(header), binary)
         timeout_ms = req.timeout_us / 1000.0 if req.timeout_us is not None else None

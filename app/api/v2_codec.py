@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -73,6 +74,26 @@ class InferRequest:
 
 
 # ---------------------------------------------------------------------------------- decoding
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """The body as sent with tritonclient's request_compression_algorithm (Content-Encoding
+    gzip or deflate), inflated to at most `limit` bytes."""
+    enc = (encoding or "identity").strip().lower()
+    if enc == "identity":
+        return body
+    if enc not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not accepted; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"body is not valid {enc} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"body inflates to more than the limit of {limit} bytes")
+    if not inflater.eof:
+        raise InvalidInput(f"{enc} body is truncated")
+    return out
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     """(JSON header, binary data) of a request body."""
     if header_length is None:

@@ -3,9 +3,12 @@ Pure functions of a ServedModel, no web framework.
 
 The model takes what every backend takes, uint8 NHWC pixels, as the input `images`; or encoded
 image files (JPEG, PNG, ...) as the BYTES input `image_bytes`, which the server decodes, resizes
-and crops exactly as /v1 classify does. A request sends exactly one of the two, so both are
-declared optional in the config. Outputs: raw `logits` and their softmax, `probabilities` (the
-classification extension on `probabilities` gives the scores /v1 classify reports).
+and crops exactly as /v1 classify does. A request sends exactly one of the two. Metadata and
+config declare `images` alone as the model's input, with `image_bytes` under `parameters`:
+Triton's tools (perf_analyzer) send every input declared, even those marked optional, and the
+V2 protocol has no way to say "one of". Outputs: raw `logits` and their softmax,
+`probabilities` (the classification extension on `probabilities` gives the scores /v1 classify
+reports).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ INPUT_FILES = "image_bytes"
 OUTPUT_LOGITS = "logits"
 OUTPUT_PROBS = "probabilities"
 OUTPUTS = (OUTPUT_LOGITS, OUTPUT_PROBS)
+FILES_DESCRIPTION = (
+    f"instead of {INPUT_PIXELS!r}: one encoded image file (JPEG, PNG, WebP, ...) per row, "
+    "decoded, resized and centre-cropped by the server as /v1 classify does"
+)
 
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
 # Triton's platform names for what each backend runs.
@@ -44,14 +51,19 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         "name": cfg.name,
         "versions": [cfg.version],
         "platform": platform(cfg),
-        "inputs": [
-            {"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, crop, crop, 3]},
-            {"name": INPUT_FILES, "datatype": "BYTES", "shape": [-1, 1]},
-        ],
+        "inputs": [{"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, crop, crop, 3]}],
         "outputs": [
             {"name": OUTPUT_LOGITS, "datatype": "FP32", "shape": [-1, classes]},
             {"name": OUTPUT_PROBS, "datatype": "FP32", "shape": [-1, classes]},
         ],
+        "parameters": {
+            "alternative_inputs": [
+                {
+                    "name": INPUT_FILES, "datatype": "BYTES", "shape": [-1, 1],
+                    "description": FILES_DESCRIPTION,
+                }
+            ],
+        },
     }
 
 
@@ -64,7 +76,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
     def tensor(name: str, dtype: str, dims: list[int], fmt: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "data_type": dtype, "dims": dims}
         if fmt is not None:
-            entry.update(format=fmt, is_shape_tensor=False, allow_ragged_batch=False, optional=True)
+            entry.update(format=fmt, is_shape_tensor=False, allow_ragged_batch=False, optional=False)
         else:
             entry.update(label_filename="", is_shape_tensor=False)
         return entry
@@ -76,10 +88,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         "backend": cfg.backend,
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": b.max_batch_size,
-        "input": [
-            tensor(INPUT_PIXELS, "TYPE_UINT8", [crop, crop, 3], "FORMAT_NHWC"),
-            tensor(INPUT_FILES, "TYPE_STRING", [1], "FORMAT_NONE"),
-        ],
+        "input": [tensor(INPUT_PIXELS, "TYPE_UINT8", [crop, crop, 3], "FORMAT_NHWC")],
         "output": [
             tensor(OUTPUT_LOGITS, "TYPE_FP32", [classes]),
             tensor(OUTPUT_PROBS, "TYPE_FP32", [classes]),
@@ -118,6 +127,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         "parameters": {
             "precision": {"string_value": cfg.precision},
             "device": {"string_value": cfg.device},
+            "alternative_input": {"string_value": f"{INPUT_FILES} TYPE_STRING [1]: {FILES_DESCRIPTION}"},
         },
         "model_warmup": [],
     }

@@ -84,7 +84,9 @@ async def test_health_server_and_model_metadata(tmp_path: Path) -> None:
         assert meta == (await c.get("/v2/models/fake/versions/1")).json()
         assert meta["name"] == "fake" and meta["versions"] == ["1"]
         assert meta["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, 224, 224, 3]}
-        assert meta["inputs"][1]["datatype"] == "BYTES"
+        assert len(meta["inputs"]) == 1  # perf_analyzer sends every input declared
+        (files,) = meta["parameters"]["alternative_inputs"]
+        assert files["name"] == "image_bytes" and files["datatype"] == "BYTES"
         assert meta["outputs"][0] == {"name": "logits", "datatype": "FP32", "shape": [-1, 256]}
         assert (await c.get("/v2/models/fake/ready")).status_code == 200
         assert (await c.get("/v2/models/fake/versions/1/ready")).status_code == 200
@@ -100,7 +102,7 @@ async def test_config_describes_inputs_outputs_and_batching_as_triton_does(tmp_p
     assert config["input"][0]["data_type"] == "TYPE_UINT8"
     assert config["input"][0]["dims"] == [224, 224, 3]
     assert config["input"][0]["format"] == "FORMAT_NHWC"
-    assert config["input"][1]["data_type"] == "TYPE_STRING"
+    assert len(config["input"]) == 1 and "image_bytes" in config["parameters"]["alternative_input"]["string_value"]
     assert config["output"][0] == {
         "name": "logits", "data_type": "TYPE_FP32", "dims": [256], "label_filename": "", "is_shape_tensor": False,
     }
@@ -173,6 +175,17 @@ async def test_binary_infer_with_binary_outputs(tmp_path: Path) -> None:
                                "parameters": {"binary_data_size": 3 * 256 * 4}}]
     logits = np.frombuffer(blobs["logits"], "<f4").reshape(3, 256)
     np.testing.assert_array_equal(logits, expected_logits(batch, 256))
+
+
+async def test_gzip_request_body(tmp_path: Path) -> None:
+    import gzip
+
+    body = gzip.compress(json.dumps(pixels_json(grey(4))).encode())
+    async with app_client(make_app(tmp_path)) as c:
+        r = await c.post("/v2/models/fake/infer", content=body, headers={"Content-Encoding": "gzip"})
+        bad = await c.post("/v2/models/fake/infer", content=b"junk", headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 200 and np.argmax(r.json()["outputs"][1]["data"]) == 4
+    assert bad.status_code == 400 and "gzip" in bad.json()["error"]
 
 
 async def test_request_level_binary_data_output(tmp_path: Path) -> None:

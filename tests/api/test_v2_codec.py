@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
+import zlib
 
 import numpy as np
 import pytest
 
 from app.api import v2_codec as codec
-from app.errors import InvalidInput
+from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
 def request(inputs, outputs=None, binary=b"", **params):  # type: ignore[no-untyped-def]
@@ -183,3 +185,18 @@ def test_classification_is_top_k_best_first_ties_to_lower_index() -> None:
     assert [e.decode().split(":", 1)[1] for e in out] == ["1:b", "0:a", "0:a", "2:c"]
     assert float(out[0].decode().split(":")[0]) == pytest.approx(0.7)
     assert codec.classification(values[:1], 1, [])[0].decode().endswith(":1")  # no labels
+
+
+def test_decompress_gzip_and_deflate_within_the_limit() -> None:
+    body = b'{"inputs": []}' * 10
+    assert codec.decompress(gzip.compress(body), "gzip", 1000) == body
+    assert codec.decompress(zlib.compress(body), "deflate", 1000) == body
+    assert codec.decompress(body, None, 1000) == body
+    with pytest.raises(PayloadTooLarge):
+        codec.decompress(gzip.compress(b"\0" * 10_000_000), "gzip", 1000)  # a zip bomb
+    with pytest.raises(InvalidInput, match="not valid gzip"):
+        codec.decompress(b"plain", "gzip", 1000)
+    with pytest.raises(InvalidInput, match="truncated"):
+        codec.decompress(gzip.compress(body)[:-12], "gzip", 1000)
+    with pytest.raises(UnsupportedMediaType):
+        codec.decompress(body, "br", 1000)

@@ -13,8 +13,8 @@ import pytest
 from app.config import read_model_config
 from app.preprocess import decode
 
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.e2e
 MODEL = "resnet18"
@@ -80,7 +80,10 @@ def test_json_binary_and_file_inputs_agree_with_classify(  # type: ignore[no-unt
             httpclient.InferRequestedOutput("logits", binary_data=binary),
             httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=5),
         ]
-        res = client.infer(MODEL, [inp], outputs=outputs, request_id=f"req-{binary}")
+        res = client.infer(
+            MODEL, [inp], outputs=outputs, request_id=f"req-{binary}",
+            request_compression_algorithm="gzip" if binary else None,
+        )
         assert res.get_response()["id"] == f"req-{binary}"
         results[binary] = res
 
