@@ -14,12 +14,12 @@
 # `images` input perf_analyzer generates random pixels itself (use --input-data zero|random|DIR).
 #
 # Environment: TRIXIE_ROOT (default /var/cache/resnet-serve/trixie),
-#              PERF_ANALYZER_VERSION (default 2.60.0), DEBIAN_MIRROR (default deb.debian.org).
+#              PERF_ANALYZER_VERSION (default 2.60.0), DEBIAN_MIRROR (default: debootstrap's).
 set -euo pipefail
 
 ROOT_DIR=${TRIXIE_ROOT:-/var/cache/resnet-serve/trixie}
 PA_VERSION=${PERF_ANALYZER_VERSION:-2.60.0}
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+MIRROR=${DEBIAN_MIRROR:-}  # empty: debootstrap's default mirror
 CHROOT=$(PATH=$PATH:/usr/sbin:/sbin command -v chroot)
 
 # A clean environment inside the root: the host's pip/SSL variables name host-only paths.
@@ -45,7 +45,7 @@ setup_root() {
         mkdir -p "$ROOT_DIR"
         echo "perf_analyzer.sh: debootstrap trixie into $ROOT_DIR (a few minutes)" >&2
         debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
-            trixie "$ROOT_DIR" "$MIRROR"
+            trixie "$ROOT_DIR" ${MIRROR:+"$MIRROR"}
     fi
     cp /etc/resolv.conf "$ROOT_DIR/etc/resolv.conf" 2>/dev/null || true
     # The host's CA bundle (it may hold a TLS-intercepting proxy's CA the root lacks).

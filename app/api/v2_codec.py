@@ -223,6 +223,8 @@ def parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[
     shape = parse_shape(raw.get("shape"), what)
     count = math.prod(shape)
     params = _object(raw.get("parameters"), f"{what} parameters")
+    if "shared_memory_region" in params:
+        raise InvalidInput(f"{what}: the shared memory extensions are not supported; send the data")
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:

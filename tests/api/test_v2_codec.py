@@ -105,6 +105,7 @@ BAD = [
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "o", "parameters": {"classification": 0}}]}, "classification"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "o", "parameters": {"binary_data": "yes"}}]}, "binary_data"),
     ([1, 2], "JSON object"),
+    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "parameters": {"shared_memory_region": "r"}}]}, "shared memory"),
 ]
 
 
