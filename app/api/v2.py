@@ -116,9 +116,7 @@ _INFER_BODY: dict[str, Any] = {
 
 
 @router.post("/models/{name}/infer", openapi_extra=_INFER_BODY, responses=ERRORS)
-@router.post(
-    "/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY, responses=ERRORS
-)
+@router.post("/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY, responses=ERRORS)
 async def infer(
     name: str,
     request: Request,
@@ -172,7 +170,7 @@ async def infer(
 
 
 def requested_outputs(req: codec.InferRequest) -> list[codec.OutputRequest]:
-    if req.outputs is None:
+    if not req.outputs:  # absent or empty: every output
         return [codec.OutputRequest(name, req.binary_output) for name in schema.OUTPUTS]
     for out in req.outputs:
         if out.name not in schema.OUTPUTS:
@@ -263,9 +261,11 @@ def output_tensors(
         else:
             out.append(
                 codec.OutputTensor(
-                    req.name, "FP32", values.astype(np.float32, copy=False),
-                    list(values.shape), req.binary,
+                    req.name,
+                    "FP32",
+                    values.astype(np.float32, copy=False),
+                    list(values.shape),
+                    req.binary,
                 )
             )
     return out
-

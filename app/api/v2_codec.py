@@ -81,7 +81,9 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     if enc == "identity":
         return body
     if enc not in ("gzip", "deflate"):
-        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not accepted; use gzip or deflate")
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding!r} is not accepted; use gzip or deflate"
+        )
     inflater = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
     try:
         out = inflater.decompress(body, limit + 1)
@@ -103,9 +105,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     except ValueError:
         raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} is not a number") from None
     if not 0 < n <= len(body):
-        raise InvalidInput(
-            f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes"
-        )
+        raise InvalidInput(f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes")
     view = memoryview(body)
     return bytes(view[:n]), view[n:]
 
@@ -158,10 +158,14 @@ def parse_request(header: Any, binary: memoryview) -> InferRequest:
     binary_output = _flag(params.get("binary_data_output", False), "parameters.binary_data_output")
     timeout = params.get("timeout")
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not timeout > 0
         or not math.isfinite(timeout)
     ):
-        raise InvalidInput(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
+        raise InvalidInput(
+            f"parameters.timeout must be a positive number of microseconds, got {timeout!r}"
+        )
 
     raw_inputs = header.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -217,9 +221,7 @@ def parse_input(raw: Any, index: int, binary: memoryview, offset: int) -> tuple[
     what = f"input {name!r}"
     datatype = raw.get("datatype")
     if datatype not in DATATYPES:
-        raise InvalidInput(
-            f"{what}: unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}"
-        )
+        raise InvalidInput(f"{what}: unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
     shape = parse_shape(raw.get("shape"), what)
     count = math.prod(shape)
     params = _object(raw.get("parameters"), f"{what} parameters")
@@ -254,7 +256,8 @@ def _from_binary(
     expected = count * dtype.itemsize
     if len(chunk) != expected:
         raise InvalidInput(
-            f"{what}: {datatype} shape {shape} needs {expected} bytes, binary_data_size is {len(chunk)}"
+            f"{what}: {datatype} shape {shape} needs {expected} bytes, "
+            f"binary_data_size is {len(chunk)}"
         )
     return np.frombuffer(chunk, dtype=dtype).reshape(shape)
 
@@ -265,7 +268,9 @@ def _split_bytes(chunk: memoryview, count: int, what: str) -> list[bytes]:
     pos, end = 0, len(chunk)
     while pos < end:
         if len(out) == count:
-            raise InvalidInput(f"{what}: binary data holds more than the {count} BYTES elements of its shape")
+            raise InvalidInput(
+                f"{what}: binary data holds more than the {count} BYTES elements of its shape"
+            )
         if pos + 4 > end:
             raise InvalidInput(f"{what}: BYTES element {len(out)} has a truncated length prefix")
         (n,) = _LEN.unpack_from(chunk, pos)
@@ -275,7 +280,9 @@ def _split_bytes(chunk: memoryview, count: int, what: str) -> list[bytes]:
         out.append(bytes(chunk[pos : pos + n]))
         pos += n
     if len(out) != count:
-        raise InvalidInput(f"{what}: shape holds {count} BYTES elements, binary data holds {len(out)}")
+        raise InvalidInput(
+            f"{what}: shape holds {count} BYTES elements, binary data holds {len(out)}"
+        )
     return out
 
 
@@ -289,7 +296,9 @@ def _from_json(
         if not all(isinstance(v, str) for v in flat):
             raise InvalidInput(f"{what}: BYTES data must hold strings")
         if len(flat) != count:
-            raise InvalidInput(f"{what}: shape {shape} holds {count} elements, data holds {len(flat)}")
+            raise InvalidInput(
+                f"{what}: shape {shape} holds {count} elements, data holds {len(flat)}"
+            )
         return [v.encode("utf-8") for v in flat]
     try:
         arr = np.asarray(data)
@@ -298,7 +307,9 @@ def _from_json(
     dtype = DTYPES[datatype]
     kinds = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}[dtype.kind]
     if arr.size and arr.dtype.kind not in kinds:
-        raise InvalidInput(f"{what}: data holds values that are not {datatype} ({arr.dtype.kind!r} values)")
+        raise InvalidInput(
+            f"{what}: data holds values that are not {datatype} ({arr.dtype.kind!r} values)"
+        )
     if arr.size != count:
         raise InvalidInput(f"{what}: shape {shape} holds {count} elements, data holds {arr.size}")
     if dtype.kind in "iu" and arr.size:

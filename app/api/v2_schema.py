@@ -59,7 +59,9 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
         "parameters": {
             "alternative_inputs": [
                 {
-                    "name": INPUT_FILES, "datatype": "BYTES", "shape": [-1, 1],
+                    "name": INPUT_FILES,
+                    "datatype": "BYTES",
+                    "shape": [-1, 1],
                     "description": FILES_DESCRIPTION,
                 }
             ],
@@ -76,7 +78,9 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
     def tensor(name: str, dtype: str, dims: list[int], fmt: str | None = None) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": name, "data_type": dtype, "dims": dims}
         if fmt is not None:
-            entry.update(format=fmt, is_shape_tensor=False, allow_ragged_batch=False, optional=False)
+            entry.update(
+                format=fmt, is_shape_tensor=False, allow_ragged_batch=False, optional=False
+            )
         else:
             entry.update(label_filename="", is_shape_tensor=False)
         return entry
@@ -127,7 +131,9 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         "parameters": {
             "precision": {"string_value": cfg.precision},
             "device": {"string_value": cfg.device},
-            "alternative_input": {"string_value": f"{INPUT_FILES} TYPE_STRING [1]: {FILES_DESCRIPTION}"},
+            "alternative_input": {
+                "string_value": f"{INPUT_FILES} TYPE_STRING [1]: {FILES_DESCRIPTION}"
+            },
         },
         "model_warmup": [],
     }

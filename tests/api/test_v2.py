@@ -36,12 +36,20 @@ def grey(*values: int) -> np.ndarray:
 
 def pixels_json(batch: np.ndarray, nested: bool = False, **extra) -> dict:  # type: ignore[no-untyped-def]
     data = batch.tolist() if nested else batch.ravel().tolist()
-    return {"inputs": [{"name": "images", "datatype": "UINT8", "shape": list(batch.shape), "data": data}], **extra}
+    return {
+        "inputs": [
+            {"name": "images", "datatype": "UINT8", "shape": list(batch.shape), "data": data}
+        ],
+        **extra,
+    }
 
 
 def binary_body(header: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
     raw = json.dumps(header).encode()
-    return raw + b"".join(blobs), {HEADER_LENGTH: str(len(raw)), "Content-Type": "application/octet-stream"}
+    return raw + b"".join(blobs), {
+        HEADER_LENGTH: str(len(raw)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def read_binary(response: httpx.Response) -> tuple[dict, dict[str, bytes]]:
@@ -78,12 +86,19 @@ async def test_health_server_and_model_metadata(tmp_path: Path) -> None:
         assert (await c.get("/v2/health/ready")).status_code == 200
         server = (await c.get("/v2")).json()
         assert set(server["extensions"]) >= {
-            "binary_tensor_data", "classification", "statistics", "model_configuration"
+            "binary_tensor_data",
+            "classification",
+            "statistics",
+            "model_configuration",
         }
         meta = (await c.get("/v2/models/fake")).json()
         assert meta == (await c.get("/v2/models/fake/versions/1")).json()
         assert meta["name"] == "fake" and meta["versions"] == ["1"]
-        assert meta["inputs"][0] == {"name": "images", "datatype": "UINT8", "shape": [-1, 224, 224, 3]}
+        assert meta["inputs"][0] == {
+            "name": "images",
+            "datatype": "UINT8",
+            "shape": [-1, 224, 224, 3],
+        }
         assert len(meta["inputs"]) == 1  # perf_analyzer sends every input declared
         (files,) = meta["parameters"]["alternative_inputs"]
         assert files["name"] == "image_bytes" and files["datatype"] == "BYTES"
@@ -102,9 +117,16 @@ async def test_config_describes_inputs_outputs_and_batching_as_triton_does(tmp_p
     assert config["input"][0]["data_type"] == "TYPE_UINT8"
     assert config["input"][0]["dims"] == [224, 224, 3]
     assert config["input"][0]["format"] == "FORMAT_NHWC"
-    assert len(config["input"]) == 1 and "image_bytes" in config["parameters"]["alternative_input"]["string_value"]
+    assert (
+        len(config["input"]) == 1
+        and "image_bytes" in config["parameters"]["alternative_input"]["string_value"]
+    )
     assert config["output"][0] == {
-        "name": "logits", "data_type": "TYPE_FP32", "dims": [256], "label_filename": "", "is_shape_tensor": False,
+        "name": "logits",
+        "data_type": "TYPE_FP32",
+        "dims": [256],
+        "label_filename": "",
+        "is_shape_tensor": False,
     }
     assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 7
     assert config["instance_group"][0]["count"] == 2
@@ -114,17 +136,24 @@ async def test_config_describes_inputs_outputs_and_batching_as_triton_does(tmp_p
 @pytest.mark.parametrize(
     "path",
     [
-        "/v2/models/nope", "/v2/models/nope/ready", "/v2/models/nope/config", "/v2/models/nope/stats",
-        "/v2/models/fake/versions/2", "/v2/models/fake/versions/2/ready",
-        "/v2/models/fake/versions/2/config", "/v2/models/fake/versions/2/stats",
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/nope/config",
+        "/v2/models/nope/stats",
+        "/v2/models/fake/versions/2",
+        "/v2/models/fake/versions/2/ready",
+        "/v2/models/fake/versions/2/config",
+        "/v2/models/fake/versions/2/stats",
     ],
 )
 async def test_unknown_models_and_versions_are_404(tmp_path: Path, path: str) -> None:
     async with app_client(make_app(tmp_path)) as c:
         r = await c.get(path)
         assert r.status_code == 404 and "error" in r.json()
-        r = await c.post(path.removesuffix("/ready").removesuffix("/config").removesuffix("/stats") + "/infer",
-                         json=pixels_json(grey(1)))
+        r = await c.post(
+            path.removesuffix("/ready").removesuffix("/config").removesuffix("/stats") + "/infer",
+            json=pixels_json(grey(1)),
+        )
         assert r.status_code == 404 and "error" in r.json()
     assert backend_batches() == []
 
@@ -143,7 +172,9 @@ async def test_a_model_that_failed_to_load_is_not_ready(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ inference
 @pytest.mark.parametrize("nested", [False, True])
-async def test_json_infer_returns_every_output_and_echoes_the_id(tmp_path: Path, nested: bool) -> None:
+async def test_json_infer_returns_every_output_and_echoes_the_id(
+    tmp_path: Path, nested: bool
+) -> None:
     batch = grey(3, 200)
     async with app_client(make_app(tmp_path)) as c:
         r = await c.post("/v2/models/fake/infer", json=pixels_json(batch, nested, id="abc"))
@@ -151,8 +182,12 @@ async def test_json_infer_returns_every_output_and_echoes_the_id(tmp_path: Path,
     body = r.json()
     assert body["id"] == "abc" and body["model_name"] == "fake" and body["model_version"] == "1"
     logits, probs = body["outputs"]
-    assert logits["name"] == "logits" and logits["shape"] == [2, 256] and logits["datatype"] == "FP32"
-    np.testing.assert_allclose(np.array(logits["data"]).reshape(2, 256), expected_logits(batch, 256))
+    assert (
+        logits["name"] == "logits" and logits["shape"] == [2, 256] and logits["datatype"] == "FP32"
+    )
+    np.testing.assert_allclose(
+        np.array(logits["data"]).reshape(2, 256), expected_logits(batch, 256)
+    )
     p = np.array(probs["data"]).reshape(2, 256)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
     assert p.argmax(axis=1).tolist() == [3, 200]
@@ -162,8 +197,14 @@ async def test_json_infer_returns_every_output_and_echoes_the_id(tmp_path: Path,
 async def test_binary_infer_with_binary_outputs(tmp_path: Path) -> None:
     batch = grey(7, 9, 11)
     header = {
-        "inputs": [{"name": "images", "datatype": "UINT8", "shape": [3, 224, 224, 3],
-                    "parameters": {"binary_data_size": batch.nbytes}}],
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "UINT8",
+                "shape": [3, 224, 224, 3],
+                "parameters": {"binary_data_size": batch.nbytes},
+            }
+        ],
         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
     }
     content, headers = binary_body(header, [batch.tobytes()])
@@ -171,8 +212,14 @@ async def test_binary_infer_with_binary_outputs(tmp_path: Path) -> None:
         r = await c.post("/v2/models/fake/versions/1/infer", content=content, headers=headers)
     assert r.status_code == 200, r.text
     out, blobs = read_binary(r)
-    assert out["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [3, 256],
-                               "parameters": {"binary_data_size": 3 * 256 * 4}}]
+    assert out["outputs"] == [
+        {
+            "name": "logits",
+            "datatype": "FP32",
+            "shape": [3, 256],
+            "parameters": {"binary_data_size": 3 * 256 * 4},
+        }
+    ]
     logits = np.frombuffer(blobs["logits"], "<f4").reshape(3, 256)
     np.testing.assert_array_equal(logits, expected_logits(batch, 256))
 
@@ -182,25 +229,35 @@ async def test_gzip_request_body(tmp_path: Path) -> None:
 
     body = gzip.compress(json.dumps(pixels_json(grey(4))).encode())
     async with app_client(make_app(tmp_path)) as c:
-        r = await c.post("/v2/models/fake/infer", content=body, headers={"Content-Encoding": "gzip"})
-        bad = await c.post("/v2/models/fake/infer", content=b"junk", headers={"Content-Encoding": "gzip"})
+        r = await c.post(
+            "/v2/models/fake/infer", content=body, headers={"Content-Encoding": "gzip"}
+        )
+        bad = await c.post(
+            "/v2/models/fake/infer", content=b"junk", headers={"Content-Encoding": "gzip"}
+        )
     assert r.status_code == 200 and np.argmax(r.json()["outputs"][1]["data"]) == 4
     assert bad.status_code == 400 and "gzip" in bad.json()["error"]
 
 
 async def test_request_level_binary_data_output(tmp_path: Path) -> None:
     async with app_client(make_app(tmp_path)) as c:
-        r = await c.post("/v2/models/fake/infer", json=pixels_json(grey(5), parameters={"binary_data_output": True}))
+        r = await c.post(
+            "/v2/models/fake/infer",
+            json=pixels_json(grey(5), parameters={"binary_data_output": True}),
+        )
     header, blobs = read_binary(r)
     assert set(blobs) == {"logits", "probabilities"}
     assert np.frombuffer(blobs["probabilities"], "<f4").argmax() == 5
 
 
 async def test_classification_extension(tmp_path: Path) -> None:
-    request = pixels_json(grey(10, 250), outputs=[
-        {"name": "probabilities", "parameters": {"classification": 3}},
-        {"name": "logits", "parameters": {"classification": 2, "binary_data": True}},
-    ])
+    request = pixels_json(
+        grey(10, 250),
+        outputs=[
+            {"name": "probabilities", "parameters": {"classification": 3}},
+            {"name": "logits", "parameters": {"classification": 2, "binary_data": True}},
+        ],
+    )
     async with app_client(make_app(tmp_path)) as c:
         r = await c.post("/v2/models/fake/infer", json=request)
     header, blobs = read_binary(r)
@@ -208,12 +265,20 @@ async def test_classification_extension(tmp_path: Path) -> None:
     assert probs["datatype"] == "BYTES" and probs["shape"] == [2, 3]
     rows = [s.split(":") for s in probs["data"]]
     assert [(int(i), label) for _, i, label in rows] == [
-        (10, "grey10"), (9, "grey9"), (11, "grey11"), (250, "grey250"), (249, "grey249"), (251, "grey251"),
+        (10, "grey10"),
+        (9, "grey9"),
+        (11, "grey11"),
+        (250, "grey250"),
+        (249, "grey249"),
+        (251, "grey251"),
     ]
     assert float(rows[0][0]) > float(rows[1][0]) > 0
     assert logits["shape"] == [2, 2]
     assert [e.decode() for e in split_bytes(blobs["logits"])] == [
-        "-0.0:10:grey10", "-1.0:9:grey9", "-0.0:250:grey250", "-1.0:249:grey249",
+        "-0.0:10:grey10",
+        "-1.0:9:grey9",
+        "-0.0:250:grey250",
+        "-1.0:249:grey249",
     ]
 
 
@@ -221,21 +286,34 @@ async def test_image_bytes_equal_the_classify_api(tmp_path: Path, jpegs: list[by
     files = jpegs[:3]
     header = {
         "id": "files",
-        "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [3, 1],
-                    "parameters": {"binary_data_size": len(encode_bytes(files))}}],
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [3, 1],
+                "parameters": {"binary_data_size": len(encode_bytes(files))},
+            }
+        ],
         "outputs": [{"name": "probabilities", "parameters": {"classification": 5}}],
     }
     content, headers = binary_body(header, [encode_bytes(files)])
     as_json = {
-        "inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [3],
-                    "data": [base64.b64encode(f).decode() for f in files]}],
+        "inputs": [
+            {
+                "name": "image_bytes",
+                "datatype": "BYTES",
+                "shape": [3],
+                "data": [base64.b64encode(f).decode() for f in files],
+            }
+        ],
         "outputs": [{"name": "probabilities", "parameters": {"classification": 5}}],
     }
     async with app_client(make_app(tmp_path)) as c:
         r = await c.post("/v2/models/fake/infer", content=content, headers=headers)
         r_json = await c.post("/v2/models/fake/infer", json=as_json)
         v1 = await c.post(
-            "/v1/models/fake/classify?top_k=5", files=[("images", (f"{i}.jpg", f, "image/jpeg")) for i, f in enumerate(files)]
+            "/v1/models/fake/classify?top_k=5",
+            files=[("images", (f"{i}.jpg", f, "image/jpeg")) for i, f in enumerate(files)],
         )
     assert r.status_code == 200 and r_json.status_code == 200 and v1.status_code == 200, r.text
     assert r.json()["id"] == "files"
@@ -256,19 +334,78 @@ def pixels(shape: list[int], datatype: str = "UINT8", name: str = "images") -> d
 BAD_JSON = [
     (b"{not json", "not valid JSON"),
     (b"[]", "JSON object"),
-    (json.dumps({"inputs": [{"name": "images", "datatype": "UINT9", "shape": [1], "data": [0]}]}).encode(), "unknown datatype"),
-    (json.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 224, 224, 3], "data": [0] * 10}]}).encode(), "holds 150528 elements"),
+    (
+        json.dumps(
+            {"inputs": [{"name": "images", "datatype": "UINT9", "shape": [1], "data": [0]}]}
+        ).encode(),
+        "unknown datatype",
+    ),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "images",
+                        "datatype": "UINT8",
+                        "shape": [1, 224, 224, 3],
+                        "data": [0] * 10,
+                    }
+                ]
+            }
+        ).encode(),
+        "holds 150528 elements",
+    ),
     (json.dumps(pixels([1, 3, 224, 224])).encode(), "NCHW"),
     (json.dumps(pixels([1, 224, 224])).encode(), "takes \\[N, 224, 224, 3\\]"),
     (json.dumps(pixels([0, 224, 224, 3])).encode(), "no image"),
     (json.dumps(pixels([1, 224, 224, 3], "FP32")).encode(), "UINT8 pixels"),
     (json.dumps(pixels([1, 224, 224, 3], name="input__0")).encode(), "not accepted"),
-    (json.dumps({**pixels([1, 224, 224, 3]), "outputs": [{"name": "softmax"}]}).encode(), "unknown output"),
+    (
+        json.dumps({**pixels([1, 224, 224, 3]), "outputs": [{"name": "softmax"}]}).encode(),
+        "unknown output",
+    ),
     (json.dumps({**pixels([1, 224, 224, 3]), "parameters": {"timeout": 0}}).encode(), "timeout"),
-    (json.dumps({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}).encode(), "base64"),
-    (json.dumps({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(b"not an image").decode()]}]}).encode(), "not an image"),
-    (json.dumps({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1, 2], "data": ["", ""]}]}).encode(), "\\[N\\] or \\[N, 1\\]"),
-    (json.dumps({"inputs": [{"name": "image_bytes", "datatype": "UINT8", "shape": [1], "data": [1]}]}).encode(), "must be BYTES"),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}
+                ]
+            }
+        ).encode(),
+        "base64",
+    ),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image_bytes",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "data": [base64.b64encode(b"not an image").decode()],
+                    }
+                ]
+            }
+        ).encode(),
+        "not an image",
+    ),
+    (
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "image_bytes", "datatype": "BYTES", "shape": [1, 2], "data": ["", ""]}
+                ]
+            }
+        ).encode(),
+        "\\[N\\] or \\[N, 1\\]",
+    ),
+    (
+        json.dumps(
+            {"inputs": [{"name": "image_bytes", "datatype": "UINT8", "shape": [1], "data": [1]}]}
+        ).encode(),
+        "must be BYTES",
+    ),
 ]
 
 
@@ -277,7 +414,9 @@ async def test_malformed_json_requests_are_400_and_never_reach_the_backend(
     tmp_path: Path, body: bytes, message: str
 ) -> None:
     async with app_client(make_app(tmp_path)) as c:
-        r = await c.post("/v2/models/fake/infer", content=body, headers={"Content-Type": "application/json"})
+        r = await c.post(
+            "/v2/models/fake/infer", content=body, headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 400, r.text
         assert list(r.json()) == ["error"]
         assert r.json()["error"] and __import__("re").search(message, r.json()["error"]), r.json()
@@ -300,13 +439,25 @@ async def test_malformed_json_requests_are_400_and_never_reach_the_backend(
 async def test_binary_sizes_that_do_not_add_up_are_400(
     tmp_path: Path, declared: int, length: str | None, extra: bytes, message: str
 ) -> None:
-    header = json.dumps({"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 224, 224, 3],
-                                     "parameters": {"binary_data_size": declared}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "images",
+                    "datatype": "UINT8",
+                    "shape": [1, 224, 224, 3],
+                    "parameters": {"binary_data_size": declared},
+                }
+            ]
+        }
+    ).encode()
     headers = {}
     if length is not None:
         headers[HEADER_LENGTH] = str(len(header)) if length == "auto" else length
     async with app_client(make_app(tmp_path)) as c:
-        r = await c.post("/v2/models/fake/infer", content=header + grey(1).tobytes() + extra, headers=headers)
+        r = await c.post(
+            "/v2/models/fake/infer", content=header + grey(1).tobytes() + extra, headers=headers
+        )
     assert r.status_code == 400, r.text
     assert message in r.json()["error"]
     assert backend_batches() == []
@@ -324,7 +475,9 @@ async def test_full_queue_is_503_and_deadline_is_504(tmp_path: Path) -> None:
         full = next(r for r in results if r.status_code == 503)
         assert "queue" in full.json()["error"] and full.headers["Retry-After"]
 
-        r = await c.post("/v2/models/fake/infer", json=pixels_json(grey(1), parameters={"timeout": 50_000}))
+        r = await c.post(
+            "/v2/models/fake/infer", json=pixels_json(grey(1), parameters={"timeout": 50_000})
+        )
         assert r.status_code == 504 and "deadline" in r.json()["error"]
 
 
@@ -338,7 +491,9 @@ async def test_too_large_a_body_is_413(tmp_path: Path) -> None:
 async def test_statistics_count_requests_batches_and_failures(tmp_path: Path) -> None:
     async with app_client(make_app(tmp_path, fake_config(), fake_config("other"))) as c:
         for batch in (grey(1), grey(1, 2), grey(3)):
-            assert (await c.post("/v2/models/fake/infer", json=pixels_json(batch))).status_code == 200
+            assert (
+                await c.post("/v2/models/fake/infer", json=pixels_json(batch))
+            ).status_code == 200
         assert (await c.post("/v2/models/fake/infer", content=b"{")).status_code == 400
         stats = (await c.get("/v2/models/fake/stats")).json()
         assert stats == (await c.get("/v2/models/fake/versions/1/stats")).json()
@@ -356,7 +511,9 @@ async def test_statistics_count_requests_batches_and_failures(tmp_path: Path) ->
     sizes = {b["batch_size"]: b["compute_infer"]["count"] for b in s["batch_stats"]}
     assert sizes == {1: 2, 2: 1}
     assert [m["name"] for m in everything["model_stats"]] == ["fake", "other"]
-    assert everything["model_stats"][0] == s | {"last_inference": everything["model_stats"][0]["last_inference"]}
+    assert everything["model_stats"][0] == s | {
+        "last_inference": everything["model_stats"][0]["last_inference"]
+    }
     assert 'resnet_serve_requests_total{code="200",endpoint="v2_infer",model="fake"} 3.0' in metrics
     assert 'resnet_serve_requests_total{code="400",endpoint="v2_infer",model="fake"} 1.0' in metrics
     assert 'resnet_serve_images_total{model="fake"} 4.0' in metrics

@@ -38,8 +38,12 @@ def test_split_body_rejects_a_bad_header_length(value: str) -> None:
 
 def test_json_data_nested_or_flat_gives_the_same_tensor() -> None:
     values = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    flat = request([{"name": "x", "datatype": "UINT8", "shape": [2, 3, 4], "data": values.ravel().tolist()}])
-    nested = request([{"name": "x", "datatype": "UINT8", "shape": [2, 3, 4], "data": values.tolist()}])
+    flat = request(
+        [{"name": "x", "datatype": "UINT8", "shape": [2, 3, 4], "data": values.ravel().tolist()}]
+    )
+    nested = request(
+        [{"name": "x", "datatype": "UINT8", "shape": [2, 3, 4], "data": values.tolist()}]
+    )
     for req in (flat, nested):
         t = req.inputs[0]
         assert isinstance(t.data, np.ndarray) and t.data.dtype == np.uint8
@@ -52,8 +56,18 @@ def test_binary_data_is_little_endian_row_major() -> None:
     blob = values.tobytes() + np.array([7, 8], "<i8").tobytes()
     req = request(
         [
-            {"name": "a", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": 24}},
-            {"name": "b", "datatype": "INT64", "shape": [2], "parameters": {"binary_data_size": 16}},
+            {
+                "name": "a",
+                "datatype": "FP32",
+                "shape": [2, 3],
+                "parameters": {"binary_data_size": 24},
+            },
+            {
+                "name": "b",
+                "datatype": "INT64",
+                "shape": [2],
+                "parameters": {"binary_data_size": 16},
+            },
         ],
         binary=blob,
     )
@@ -67,7 +81,14 @@ def test_binary_bytes_elements_are_length_prefixed() -> None:
     blob = codec.encode_bytes(elements)
     assert blob[:4] == struct.pack("<I", 6)
     req = request(
-        [{"name": "f", "datatype": "BYTES", "shape": [3, 1], "parameters": {"binary_data_size": len(blob)}}],
+        [
+            {
+                "name": "f",
+                "datatype": "BYTES",
+                "shape": [3, 1],
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        ],
         binary=blob,
     )
     assert req.inputs[0].data == elements
@@ -76,36 +97,84 @@ def test_binary_bytes_elements_are_length_prefixed() -> None:
 def test_request_parameters_and_outputs() -> None:
     req = request(
         [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}],
-        outputs=[{"name": "o", "parameters": {"classification": 3}}, {"name": "p", "parameters": {"binary_data": False}}],
+        outputs=[
+            {"name": "o", "parameters": {"classification": 3}},
+            {"name": "p", "parameters": {"binary_data": False}},
+        ],
         binary_data_output=True,
         timeout=2500,
     )
     assert req.timeout_us == 2500 and req.binary_output
-    assert [(o.name, o.binary, o.classification) for o in req.outputs or []] == [("o", True, 3), ("p", False, 0)]
+    assert [(o.name, o.binary, o.classification) for o in req.outputs or []] == [
+        ("o", True, 3),
+        ("p", False, 0),
+    ]
 
 
 BAD = [
     ({"inputs": []}, "non-empty"),
-    ({"inputs": [{"name": "x", "datatype": "FLOAT", "shape": [1], "data": [1]}]}, "unknown datatype"),
-    ({"inputs": [{"name": "x", "datatype": "BF16", "shape": [1], "data": [1]}]}, "unknown datatype"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [3], "data": [1, 2]}]}, "holds 3 elements"),
+    (
+        {"inputs": [{"name": "x", "datatype": "FLOAT", "shape": [1], "data": [1]}]},
+        "unknown datatype",
+    ),
+    (
+        {"inputs": [{"name": "x", "datatype": "BF16", "shape": [1], "data": [1]}]},
+        "unknown datatype",
+    ),
+    (
+        {"inputs": [{"name": "x", "datatype": "UINT8", "shape": [3], "data": [1, 2]}]},
+        "holds 3 elements",
+    ),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [-1], "data": [1]}]}, "non-negative"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": "1", "data": [1]}]}, "shape"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [300]}]}, "range"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1.5]}]}, "not UINT8"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": ["a"]}]}, "not UINT8"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [2], "data": [[1], [2, 3]]}]}, "regular array"),
+    (
+        {"inputs": [{"name": "x", "datatype": "UINT8", "shape": [2], "data": [[1], [2, 3]]}]},
+        "regular array",
+    ),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [None]}]}, "not UINT8"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1]}]}, "neither data"),
     ({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [1]}]}, "strings"),
     ({"inputs": [{"datatype": "UINT8", "shape": [1], "data": [1]}]}, "name"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}] * 2}, "twice"),
     ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "id": 5}, "id"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "parameters": {"timeout": -1}}, "timeout"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "o", "parameters": {"classification": 0}}]}, "classification"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}], "outputs": [{"name": "o", "parameters": {"binary_data": "yes"}}]}, "binary_data"),
+    (
+        {
+            "inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}],
+            "parameters": {"timeout": -1},
+        },
+        "timeout",
+    ),
+    (
+        {
+            "inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}],
+            "outputs": [{"name": "o", "parameters": {"classification": 0}}],
+        },
+        "classification",
+    ),
+    (
+        {
+            "inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "data": [1]}],
+            "outputs": [{"name": "o", "parameters": {"binary_data": "yes"}}],
+        },
+        "binary_data",
+    ),
     ([1, 2], "JSON object"),
-    ({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [1], "parameters": {"shared_memory_region": "r"}}]}, "shared memory"),
+    (
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "UINT8",
+                    "shape": [1],
+                    "parameters": {"shared_memory_region": "r"},
+                }
+            ]
+        },
+        "shared memory",
+    ),
 ]
 
 
@@ -126,7 +195,14 @@ def test_malformed_requests_are_invalid_input(header: object, message: str) -> N
 def test_binary_sizes_must_add_up(size: int, binary: bytes, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         request(
-            [{"name": "x", "datatype": "UINT8", "shape": [4], "parameters": {"binary_data_size": size}}],
+            [
+                {
+                    "name": "x",
+                    "datatype": "UINT8",
+                    "shape": [4],
+                    "parameters": {"binary_data_size": size},
+                }
+            ],
             binary=binary,
         )
 
@@ -143,7 +219,14 @@ def test_binary_sizes_must_add_up(size: int, binary: bytes, message: str) -> Non
 def test_bad_bytes_elements(blob: bytes, count: int, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         request(
-            [{"name": "f", "datatype": "BYTES", "shape": [count], "parameters": {"binary_data_size": len(blob)}}],
+            [
+                {
+                    "name": "f",
+                    "datatype": "BYTES",
+                    "shape": [count],
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ],
             binary=blob,
         )
 
@@ -162,11 +245,15 @@ def test_encode_response_json_and_binary() -> None:
     )
     assert length is None
     assert json.loads(body) == {
-        "model_name": "m", "model_version": "1", "id": "req-1",
+        "model_name": "m",
+        "model_version": "1",
+        "id": "req-1",
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [1, 2], "data": [1.5, -2.0]}],
     }
     body, length = codec.encode_response(
-        "m", "1", None,
+        "m",
+        "1",
+        None,
         [
             codec.OutputTensor("logits", "FP32", values, [1, 2], True),
             codec.OutputTensor("cls", "BYTES", [b"1.5:0:cat"], [1, 1], True),

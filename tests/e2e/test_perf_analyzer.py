@@ -32,9 +32,22 @@ pytestmark = [
 def test_perf_analyzer_drives_the_server(models_repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
     server = start_server(models_repo)
     run = subprocess.run(
-        [str(ROOT / "benchmarks/perf_analyzer.sh"), "-u", f"127.0.0.1:{server.port}",
-         "-m", "resnet18", "-b", "2", "--concurrency-range", "2:2", "--request-count", "6"],
-        capture_output=True, text=True, timeout=240,
+        [
+            str(ROOT / "benchmarks/perf_analyzer.sh"),
+            "-u",
+            f"127.0.0.1:{server.port}",
+            "-m",
+            "resnet18",
+            "-b",
+            "2",
+            "--concurrency-range",
+            "2:2",
+            "--request-count",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     out = run.stdout + run.stderr
     assert run.returncode == 0, out

@@ -27,14 +27,20 @@ def server(models_repo: Path, start_server):  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 def client(server):  # type: ignore[no-untyped-def]
-    c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=60.0)
+    c = httpclient.InferenceServerClient(
+        url=server.url.removeprefix("http://"), network_timeout=60.0
+    )
     yield c
     c.close()
 
 
 def classify_v1(server, image: bytes, k: int) -> list[dict]:  # type: ignore[no-untyped-def]
-    r = httpx.post(f"{server.url}/v1/models/{MODEL}/classify?top_k={k}", content=image,
-                   headers={"Content-Type": "image/jpeg"}, timeout=60)
+    r = httpx.post(
+        f"{server.url}/v1/models/{MODEL}/classify?top_k={k}",
+        content=image,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     return r.json()["predictions"][0]  # type: ignore[no-any-return]
 
@@ -81,7 +87,10 @@ def test_json_binary_and_file_inputs_agree_with_classify(  # type: ignore[no-unt
             httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=5),
         ]
         res = client.infer(
-            MODEL, [inp], outputs=outputs, request_id=f"req-{binary}",
+            MODEL,
+            [inp],
+            outputs=outputs,
+            request_id=f"req-{binary}",
             request_compression_algorithm="gzip" if binary else None,
         )
         assert res.get_response()["id"] == f"req-{binary}"
@@ -90,7 +99,9 @@ def test_json_binary_and_file_inputs_agree_with_classify(  # type: ignore[no-unt
     files = httpclient.InferInput("image_bytes", [1, 1], "BYTES")
     files.set_data_from_numpy(np.array([[photo_jpeg]], dtype=object), binary_data=True)
     res_files = client.infer(
-        MODEL, [files], model_version="1",
+        MODEL,
+        [files],
+        model_version="1",
         outputs=[httpclient.InferRequestedOutput("probabilities", class_count=5)],
     )
 
