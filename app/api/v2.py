@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app import __version__
@@ -31,6 +31,15 @@ from app.service import ClientGone, DataPlane
 router = APIRouter(prefix="/v2", tags=["v2"])
 ENDPOINT = "v2_infer"
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 404: {}, 413: {}, 503: {}, 504: {}}
+
+
+def path_version(request: Request) -> str | None:
+    """The {version} of the /versions/{version} routes; None on the unversioned ones (a
+    dependency, so the unversioned routes get no `version` query parameter)."""
+    return request.path_params.get("version")
+
+
+VersionDep = Annotated[str | None, Depends(path_version)]
 
 
 def resolve(repository: ModelRepository, name: str, version: str | None) -> ServedModel:
@@ -67,9 +76,7 @@ async def all_statistics(repository: RepositoryDep) -> dict[str, Any]:
 
 @router.get("/models/{name}/stats", responses={404: {}})
 @router.get("/models/{name}/versions/{version}/stats", responses={404: {}})
-async def statistics(
-    name: str, repository: RepositoryDep, version: str | None = None
-) -> dict[str, Any]:
+async def statistics(name: str, repository: RepositoryDep, version: VersionDep) -> dict[str, Any]:
     return {"model_stats": [schema.model_statistics(resolve(repository, name, version))]}
 
 
@@ -77,16 +84,14 @@ async def statistics(
 @router.get("/models/{name}", responses={404: {}})
 @router.get("/models/{name}/versions/{version}", responses={404: {}})
 async def model_metadata(
-    name: str, repository: RepositoryDep, version: str | None = None
+    name: str, repository: RepositoryDep, version: VersionDep
 ) -> dict[str, Any]:
     return schema.model_metadata(resolve(repository, name, version))
 
 
 @router.get("/models/{name}/ready", responses={404: {}, 503: {}})
 @router.get("/models/{name}/versions/{version}/ready", responses={404: {}, 503: {}})
-async def model_ready(
-    name: str, repository: RepositoryDep, version: str | None = None
-) -> dict[str, Any]:
+async def model_ready(name: str, repository: RepositoryDep, version: VersionDep) -> dict[str, Any]:
     model = resolve(repository, name, version)
     model.require_ready()  # 503 with the reason
     return {"name": model.name, "ready": True}
@@ -95,7 +100,7 @@ async def model_ready(
 @router.get("/models/{name}/config", responses={404: {}})
 @router.get("/models/{name}/versions/{version}/config", responses={404: {}})
 async def model_config(
-    name: str, repository: RepositoryDep, settings: SettingsDep, version: str | None = None
+    name: str, repository: RepositoryDep, settings: SettingsDep, version: VersionDep
 ) -> dict[str, Any]:
     return schema.model_config(resolve(repository, name, version), settings.request_timeout_ms)
 
@@ -122,7 +127,7 @@ async def infer(
     request: Request,
     dataplane: DataPlaneDep,
     settings: SettingsDep,
-    version: str | None = None,
+    version: VersionDep,
 ) -> Response:
     model = resolve(dataplane.repository, name, version)  # 404 before reading the body
     telemetry = model.telemetry
