@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -85,7 +85,11 @@ class Metrics:
 
 @dataclass
 class ModelStats:
-    """Cumulative counts and nanoseconds in the shape of Triton's statistics extension."""
+    """Cumulative counts and nanoseconds in the shape of Triton's statistics extension.
+
+    As Triton counts them: success/fail/queue/compute_* are per request, and every request of
+    a batch is charged the whole batch's compute time; `batches` holds, per batch size,
+    [executions, input ns, infer ns, output ns] summed once per batch."""
 
     success_count: int = 0
     fail_count: int = 0
@@ -154,10 +158,11 @@ class ModelTelemetry:
             s = self.stats
             s.queue_count += len(queue_ns)
             s.queue_ns += sum(queue_ns)
-            s.compute_count += len(queue_ns)
-            s.compute_input_ns += input_ns
-            s.compute_infer_ns += infer_ns
-            s.compute_output_ns += output_ns
+            requests = len(queue_ns)
+            s.compute_count += requests
+            s.compute_input_ns += input_ns * requests
+            s.compute_infer_ns += infer_ns * requests
+            s.compute_output_ns += output_ns * requests
             s.inference_count += images
             s.execution_count += 1
             s.last_inference_ms = now_ms
@@ -166,6 +171,13 @@ class ModelTelemetry:
             entry[1] += input_ns
             entry[2] += infer_ns
             entry[3] += output_ns
+
+    def snapshot(self) -> ModelStats:
+        """A consistent copy of the statistics (the batch worker updates them meanwhile)."""
+        with self._lock:
+            copy = replace(self.stats, batches={})
+            copy.batches.update({n: list(v) for n, v in self.stats.batches.items()})
+        return copy
 
     def batch_failed(self) -> None:
         self.failures.inc()
