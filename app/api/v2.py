@@ -40,6 +40,13 @@ def path_version(request: Request) -> str | None:
 
 
 VersionDep = Annotated[str | None, Depends(path_version)]
+# The versioned routes declare {version} in the OpenAPI document themselves (the dependency
+# above reads it, so FastAPI does not see it as a parameter).
+VERSIONED: dict[str, Any] = {
+    "parameters": [
+        {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    ]
+}
 
 
 def resolve(repository: ModelRepository, name: str, version: str | None) -> ServedModel:
@@ -75,14 +82,22 @@ async def all_statistics(repository: RepositoryDep) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/stats", responses={404: {}})
-@router.get("/models/{name}/versions/{version}/stats", responses={404: {}})
+@router.get(
+    "/models/{name}/versions/{version}/stats",
+    openapi_extra=VERSIONED,
+    responses={404: {}},
+)
 async def statistics(name: str, repository: RepositoryDep, version: VersionDep) -> dict[str, Any]:
     return {"model_stats": [schema.model_statistics(resolve(repository, name, version))]}
 
 
 # ------------------------------------------------------------------------------ models
 @router.get("/models/{name}", responses={404: {}})
-@router.get("/models/{name}/versions/{version}", responses={404: {}})
+@router.get(
+    "/models/{name}/versions/{version}",
+    openapi_extra=VERSIONED,
+    responses={404: {}},
+)
 async def model_metadata(
     name: str, repository: RepositoryDep, version: VersionDep
 ) -> dict[str, Any]:
@@ -90,7 +105,11 @@ async def model_metadata(
 
 
 @router.get("/models/{name}/ready", responses={404: {}, 503: {}})
-@router.get("/models/{name}/versions/{version}/ready", responses={404: {}, 503: {}})
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    openapi_extra=VERSIONED,
+    responses={404: {}, 503: {}},
+)
 async def model_ready(name: str, repository: RepositoryDep, version: VersionDep) -> dict[str, Any]:
     model = resolve(repository, name, version)
     model.require_ready()  # 503 with the reason
@@ -98,7 +117,11 @@ async def model_ready(name: str, repository: RepositoryDep, version: VersionDep)
 
 
 @router.get("/models/{name}/config", responses={404: {}})
-@router.get("/models/{name}/versions/{version}/config", responses={404: {}})
+@router.get(
+    "/models/{name}/versions/{version}/config",
+    openapi_extra=VERSIONED,
+    responses={404: {}},
+)
 async def model_config(
     name: str, repository: RepositoryDep, settings: SettingsDep, version: VersionDep
 ) -> dict[str, Any]:
@@ -121,7 +144,11 @@ _INFER_BODY: dict[str, Any] = {
 
 
 @router.post("/models/{name}/infer", openapi_extra=_INFER_BODY, responses=ERRORS)
-@router.post("/models/{name}/versions/{version}/infer", openapi_extra=_INFER_BODY, responses=ERRORS)
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    openapi_extra={**_INFER_BODY, **VERSIONED},
+    responses=ERRORS,
+)
 async def infer(
     name: str,
     request: Request,
