@@ -113,7 +113,7 @@ def train(
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         if log:
             print(f"epoch {epoch + 1:2d}/{epochs}  loss {total / len(images):.4f}  "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
