@@ -185,6 +185,8 @@ def check_model(
             logits, row.provider = run_backend(
                 variant(cand.backend, cand.precision, device, cand.providers), data.images, batch_size
             )
+            if logits.shape != reference.shape:
+                raise ValueError(f"logits of shape {logits.shape}, eager's are {reference.shape}")
         except Exception as exc:  # noqa: BLE001 - reported as a failed row
             row.error = f"{type(exc).__name__}: {exc}"
             continue
