@@ -140,3 +140,19 @@ def test_unlabelled_folder_reports_agreement_without_accuracy(
     _, data, rows, ref_acc = check.check_model(digits_dir, flat)
     assert data.truth is None and ref_acc is None
     assert all(r.accuracy is None and r.passed for r in rows)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU precisions need a CUDA device")
+def test_gpu_precisions_agree(digits_dir: Path, digits_images: dict[str, Path]) -> None:
+    """On a GPU machine: eager fp16, ONNX fp16 on the CUDA (and TensorRT, if built in)
+    providers, and fp32 on the GPU, against eager fp32 on the CPU."""
+    import onnxruntime as ort
+
+    _, _, rows, _ = check.check_model(digits_dir, digits_images["test"], device="cuda:0")
+    by = rows_by_key(rows)
+    assert not by[("eager", "fp16")].skipped
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        fp16 = [r for r in rows if r.backend == "onnxruntime" and r.precision == "fp16"]
+        assert any(r.provider == "CUDAExecutionProvider" for r in fp16), check.format_table(rows)
+    for row in rows:
+        assert row.passed, check.format_table(rows)
