@@ -81,8 +81,10 @@ class Row:
 
 def bf16_support(device: str) -> str | None:
     """None when bf16 runs natively on `device`, else why not."""
-    import torch
-
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
     if device.startswith("cuda"):
         return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
     if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -158,6 +160,9 @@ def check_model(
     """Run every candidate; return the config, the images, the rows and the reference accuracy."""
     base = read_model_config(model_dir)
     device = device or base.device
+    if "eager" not in base.files:
+        raise ValueError(f"{model_dir} has no eager state_dict: check compares every backend "
+                         "with eager fp32, so export the model with the eager format too")
     data = load_images(images_dir, base.input, base.labels or None, limit=limit)
 
     def variant(backend: str, precision: str, dev: str, providers: list[str] | None = None) -> ModelConfig:
@@ -214,11 +219,13 @@ def format_table(rows: list[Row]) -> str:
             r.threshold, r.result,
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    widths.append(len(header[-1]))  # the result column runs long: not padded
     out = []
     for n, line in enumerate(lines):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + f" | {line[-1]} |")
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths)] + [line[-1]]
+        out.append("| " + " | ".join(cells) + " |")
         if n == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|---|")
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(out)
 
 
@@ -234,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
     labelled = "labelled by folder" if data.truth is not None else "no labels"
     print(f"model {cfg.name} ({cfg.arch}, {cfg.weights}); {len(data.files)} images from "
           f"{args.images} ({labelled}), input {cfg.input.resize}/{cfg.input.crop}")
-    print(f"reference: eager fp32 on cpu" + (f", accuracy {ref_acc:.2%}" if ref_acc is not None else ""))
+    print("reference: eager fp32 on cpu" + (f", accuracy {ref_acc:.2%}" if ref_acc is not None else ""))
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
     ran = sum(1 for r in rows if not r.skipped)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from app import check
 from app.cli import main
+from app.config import read_model_config
 from app.export import export_model
 from app.quantize import quantize_int8
 from app.recipes import digits
@@ -128,6 +129,13 @@ def test_missing_images_is_a_clear_error(digits_dir: Path, tmp_path: Path,
     (tmp_path / "empty").mkdir()
     assert main(["check", str(digits_dir), "--images", str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+    no_eager = tmp_path / "no-eager"
+    shutil.copytree(digits_dir, no_eager)
+    config = read_model_config(no_eager)
+    config.files.pop("eager")
+    config.write(no_eager)
+    assert main(["check", str(no_eager), "--images", str(tmp_path / "empty")]) == 2
+    assert "no eager state_dict" in capsys.readouterr().err
 
 
 def test_unlabelled_folder_reports_agreement_without_accuracy(
