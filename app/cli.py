@@ -35,19 +35,28 @@ def _export(args: argparse.Namespace) -> int:
     from app.export import ExportError, export_model
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    out = Path(args.out) if args.out else Path("models") / args.arch
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    calibration = Path(args.calibration_images) if args.calibration_images else None
     labels = Path(args.labels).read_text().splitlines() if args.labels else None
     batching = BatchingConfig(
         max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
         instances=args.instances,
     )
     try:
+        if args.recipe == "digits":
+            from app.recipes import digits
+
+            digits.export(Path(args.out or "models/digits"), precisions, calibration, formats,
+                          name=args.name, batching=batching)
+            return 0
+        out = Path(args.out) if args.out else Path("models") / args.arch
         export_model(
             args.arch, args.weights, formats, out, name=args.name,
             allow_random_fallback=args.allow_random_fallback, seed=args.seed,
-            labels=labels, batching=batching,
+            labels=labels, batching=batching, precisions=precisions,
+            calibration_images=calibration,
         )
-    except ExportError as exc:
+    except (ExportError, FileNotFoundError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -83,10 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="if ImageNet weights cannot be downloaded, export random ones "
                         "(loudly, and recorded in config.json)")
     export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--precisions", default="",
+                        help="also export reduced precisions, comma-separated: int8 (ONNX "
+                        "static QDQ), fp16 (ONNX, for CUDA/TensorRT), bf16 (TorchScript)")
+    export.add_argument("--calibration-images",
+                        help="folder of images that calibrates int8 (the recipe's default: "
+                        "its training images)")
+    export.add_argument("--recipe", choices=["digits"],
+                        help="export a model trained here instead of --arch/--weights: digits "
+                        "= resnet-mini trained on scikit-learn's digits (out: models/digits)")
     export.add_argument("--max-batch-size", type=int, default=8)
     export.add_argument("--max-queue-delay-ms", type=float, default=0.0)
     export.add_argument("--instances", type=int, default=1)
     export.set_defaults(func=_export)
+
+    from app.check import add_parser as add_check
+
+    add_check(sub)
     return parser
 
 

@@ -2,10 +2,13 @@
 
 Every exported graph takes uint8 NHWC images and normalises itself. Each format is checked
 against eager fp32 on the same random batch, and the error is recorded in config.json.
+Reduced precisions (--precisions int8,fp16,bf16) add files beside them (app/quantize.py),
+checked on the calibration images; `resnet-serve check` measures them on real data.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +26,15 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("eager", "torchscript", "onnx")
 FILES = {"eager": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+# Reduced precisions: the files each one adds (eager bf16 needs none: it converts the state_dict).
+PRECISIONS = ("int8", "fp16", "bf16")
+PRECISION_FILES = {
+    "onnx-int8": "model.int8.onnx",
+    "onnx-fp16": "model.fp16.onnx",
+    "torchscript-bf16": "model.torchscript-bf16.pt",
+}
+# Images of the calibration folder that the int8 export reads (and checks itself on).
+CALIBRATION_LIMIT = 512
 FP32_TOLERANCE = 1e-4
 ONNX_OPSET = 18
 
@@ -42,6 +54,8 @@ class Weights:
 
 def imagenet_labels(arch: str) -> list[str]:
     """Class names ship inside torchvision's weight metadata: no download needed."""
+    if arch not in torchvision.models.list_models():
+        return []  # our own architectures (resnet-mini) have no ImageNet weights
     return list(torchvision.models.get_model_weights(arch).DEFAULT.meta["categories"])
 
 
@@ -50,6 +64,8 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
         torch.manual_seed(seed)
         return Weights(None, f"random (seed {seed})", imagenet_labels(arch))
     if weights == "imagenet":
+        if arch not in torchvision.models.list_models():
+            raise ExportError(f"{arch} has no ImageNet weights; pass a state_dict file to --weights")
         spec = torchvision.models.get_model_weights(arch).DEFAULT
         try:
             state = spec.get_state_dict(progress=False, check_hash=True)
@@ -150,7 +166,14 @@ def export_model(
     labels: list[str] | None = None,
     preprocess: PreprocessConfig | None = None,
     batching: BatchingConfig | None = None,
+    precisions: list[str] | None = None,
+    calibration_images: Path | None = None,
 ) -> ModelConfig:
+    """Export fp32 `formats`, then the reduced-precision files of `precisions`:
+    int8 -> onnx-int8 (static QDQ, calibrated on calibration_images), fp16 -> onnx-fp16,
+    bf16 -> torchscript-bf16 (eager serves bf16 from the fp32 state_dict)."""
+    precisions = list(precisions or [])
+    _check_precisions(precisions, formats, calibration_images)
     if arch not in ARCHS:
         raise ExportError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     unknown = sorted(set(formats) - set(FORMATS))
@@ -197,6 +220,23 @@ def export_model(
                 f"> {FP32_TOLERANCE:.0e}"
             )
 
+    if precisions:
+        sample = check
+        if calibration_images is not None:
+            from app.imagefolder import load_images
+
+            sample = load_images(calibration_images, preprocess, limit=64).images
+        with torch.inference_mode():
+            sample_reference = module(torch.from_numpy(sample)).numpy()
+        for key, got in _export_precisions(precisions, files, module, example, out, preprocess,
+                                           calibration_images, sample):
+            files[key] = PRECISION_FILES[key]
+            if got is not None:
+                errors[key] = relative_error(sample_reference, got)
+                where = "calibration images" if sample is not check else "random images"
+                print(f"{key:16s} {out / files[key]}  max relative error vs eager fp32 on "
+                      f"{len(sample)} {where}: {errors[key]:.2e}")
+
     backend = "onnxruntime" if "onnx" in files else ("torchscript" if "torchscript" in files else "eager")
     config = ModelConfig(
         name=name or out.name,
@@ -214,6 +254,67 @@ def export_model(
     config.write(out)
     print(f"wrote {out / 'config.json'} (serves with backend {backend}; weights: {resolved.source})")
     return config
+
+
+def _check_precisions(
+    precisions: list[str], formats: list[str], calibration_images: Path | None
+) -> None:
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        raise ExportError(f"precisions must be some of {', '.join(PRECISIONS)}; got {unknown}")
+    for precision in ("int8", "fp16"):
+        if precision in precisions and "onnx" not in formats:
+            raise ExportError(f"{precision} is an ONNX Runtime precision: add onnx to the formats")
+    if "int8" in precisions:
+        if calibration_images is None:
+            raise ExportError(
+                "int8 needs calibration images: pass --calibration-images DIR (a folder of "
+                "images like those the model will serve, e.g. its training images)"
+            )
+        if not calibration_images.is_dir():
+            raise ExportError(f"calibration folder {calibration_images} does not exist")
+
+
+def _export_precisions(
+    precisions: list[str],
+    files: dict[str, str],
+    module: UInt8Classifier,
+    example: torch.Tensor,
+    out: Path,
+    preprocess: PreprocessConfig,
+    calibration_images: Path | None,
+    sample: np.ndarray,
+) -> list[tuple[str, np.ndarray | None]]:
+    """Write each precision's file; return (files key, its logits on `sample` or None)."""
+    from app.quantize import convert_fp16, quantize_int8
+
+    made: list[tuple[str, np.ndarray | None]] = []
+    if "int8" in precisions:
+        assert calibration_images is not None
+        path = out / PRECISION_FILES["onnx-int8"]
+        report = quantize_int8(
+            out / files["onnx"], path, calibration_images, preprocess, CALIBRATION_LIMIT
+        )
+        print(f"onnx-int8: {report.summary()} from {calibration_images}")
+        made.append(("onnx-int8", run_onnx(path, sample)))
+    if "fp16" in precisions:
+        path = out / PRECISION_FILES["onnx-fp16"]
+        convert_fp16(out / files["onnx"], path)
+        try:  # made for CUDA / TensorRT; ONNX Runtime's CPU provider runs it too, slowly
+            got: np.ndarray | None = run_onnx(path, sample)
+        except Exception as exc:  # noqa: BLE001 - checked on the GPU instead
+            print(f"onnx-fp16: not checked here (the CPU provider cannot run it: {exc})")
+            got = None
+        made.append(("onnx-fp16", got))
+    if "bf16" in precisions and "torchscript" in files:
+        path = out / PRECISION_FILES["torchscript-bf16"]
+        bf16 = copy.deepcopy(module).to(torch.bfloat16).eval()  # as wrap(precision="bf16")
+        export_torchscript(bf16, example, path)
+        with quiet_torch():
+            loaded = torch.jit.load(str(path)).eval()
+        with torch.inference_mode():
+            made.append(("torchscript-bf16", loaded(torch.from_numpy(sample)).float().numpy()))
+    return made
 
 
 def _run_eager_from_file(

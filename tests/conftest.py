@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests import fakes
+from tests.digits_fixtures import digits_dir, digits_images  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 

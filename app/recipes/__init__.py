@@ -1,0 +1,1 @@
+"""Recipes that make small, really trained models from data a package ships."""
