@@ -184,7 +184,7 @@ class LoadGenerator:
         warmup: float = 0.0,
     ) -> Step:
         """`concurrency` workers, one request outstanding each. Runs `duration` seconds (requests
-        completing in the window count; those still open at its end are cancelled) or until
+        completing in the window count; those still open at its end are waited for, uncounted) or until
         `count` requests have been answered, after `warmup` seconds whose results are dropped."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -228,14 +228,14 @@ class LoadGenerator:
         async def run_all() -> None:
             tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
             try:
-                if duration is not None:
-                    _, pending = await asyncio.wait(tasks, timeout=max(0.0, end - self.clock()))
-                    for t in pending:
-                        t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                # Requests still open at the end are answered (not counted) rather than cut
+                # off: a hang-up would leave the server working on them into the next step.
+                await asyncio.wait(tasks, timeout=None if duration is None
+                                   else max(0.0, end - self.clock()) + self.timeout + 1.0)
             finally:
                 for t in tasks:
                     t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         await self._with_progress(step, state, asyncio.ensure_future(run_all()))
         step.elapsed = duration if duration is not None else last_done - measure_start

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+# req/s counts every answer (any status); img/s counts images in 2xx answers only.
 HEADER = (
     f"{'step':<12}{'requests':>9}{'ok':>8}{'req/s':>9}{'img/s':>9}"
     f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}  errors"

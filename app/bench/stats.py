@@ -67,8 +67,9 @@ class Step:
             "requests": self.requests,
             "ok": self.ok,
             "failed": self.failed,
-            "requests_per_s": self.ok / elapsed,
-            "images_per_s": self.ok * self.images_per_request / elapsed,
+            "requests_per_s": self.requests / elapsed,  # answered, any status
+            "ok_per_s": self.ok / elapsed,
+            "images_per_s": self.ok * self.images_per_request / elapsed,  # 2xx only
             "errors": dict(sorted(self.errors.items())),
             "error_samples": dict(sorted(self.error_samples.items())),
         }
