@@ -73,9 +73,10 @@ def verdict(rows: list[dict[str, Any]], baseline: str) -> str:
         top = best(rows, system)
         if top is None:
             continue
-        ratio = top["images_per_s"] / base["images_per_s"] if base["images_per_s"] else float("inf")
+        ratio = (f"{top['images_per_s'] / base['images_per_s']:.2f}x" if base["images_per_s"]
+                 else "n/a:")
         lines.append(f"{system} at its best: c={top['concurrency']}: {top['images_per_s']:.1f} img/s, "
-                     f"p99 {fmt(top['p99_ms'])} ms -> {ratio:.2f}x {baseline}'s throughput")
+                     f"p99 {fmt(top['p99_ms'])} ms -> {ratio} {baseline}'s throughput")
         for c in sorted({r["concurrency"] for r in rows}):
             mine = [r for r in rows if r["system"] == system and r["client"] == "bench"
                     and r["concurrency"] == c]
@@ -84,9 +85,10 @@ def verdict(rows: list[dict[str, Any]], baseline: str) -> str:
             if mine and theirs:
                 t = max(theirs, key=lambda r: r["images_per_s"])
                 m = mine[0]
+                x = (f"{m['images_per_s'] / t['images_per_s']:.2f}x" if t["images_per_s"]
+                     else "baseline answered nothing")
                 lines.append(
-                    f"  c={c}: {m['images_per_s']:.1f} vs {t['images_per_s']:.1f} img/s "
-                    f"({m['images_per_s'] / max(t['images_per_s'], 1e-9):.2f}x), "
+                    f"  c={c}: {m['images_per_s']:.1f} vs {t['images_per_s']:.1f} img/s ({x}), "
                     f"p99 {fmt(m['p99_ms'])} vs {fmt(t['p99_ms'])} ms"
                 )
     for system in sorted({r["system"] for r in rows}):
