@@ -139,7 +139,10 @@ for b in $TS_BATCH_SIZES; do
 done
 
 log "start resnet-serve on 127.0.0.1:$RS_PORT"
-(cd "$ROOT" && exec "$PYTHON" -m app.cli serve --models "$MODELS" --host 127.0.0.1 \
+REPO="$OUT/models"  # only this model: other exports in $MODELS would load and take memory
+mkdir -p "$REPO"
+ln -sfn "$MODELS/$ARCH" "$REPO/$ARCH"
+(cd "$ROOT" && exec "$PYTHON" -m app.cli serve --models "$REPO" --host 127.0.0.1 \
   --port "$RS_PORT" --log-level warning) >"$OUT/resnet-serve.log" 2>&1 &
 RS_PID=$!
 wait_http "http://127.0.0.1:$RS_PORT/health/ready" 300 || die "resnet-serve not ready; see $OUT/resnet-serve.log"
