@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -92,3 +93,20 @@ def test_no_server_is_a_clear_failure(image_dir: Path, tmp_path: Path,
                  "--requests", "1", "--concurrency", "1"]) == 2
     assert "cannot connect" in capsys.readouterr().err
     assert main(["bench", "--url", url, "--model", "m", "--images", str(tmp_path)]) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("app.api.v2") is None,
+                    reason="this tree has no V2 endpoint yet")
+@pytest.mark.parametrize("mode", ["v2", "v2-pixels"])
+def test_v2_modes(mode: str, start_server, models_repo: Path, image_dir: Path,  # type: ignore[no-untyped-def]
+                  tmp_path: Path) -> None:
+    """The KServe V2 binary requests (BYTES image_bytes, or UINT8 images) are accepted."""
+    server = start_server(models_repo)
+    out = tmp_path / "v2.json"
+
+    assert bench(server, image_dir, out, "--model", "resnet18", "--mode", mode,
+                 "--images-per-request", "2", "--concurrency", "2", "--requests", "4") == 0
+
+    (step,) = json.loads(out.read_text())["steps"]
+    assert step["errors"] == {} and step["ok"] == 4
+    assert step["images_per_s"] == pytest.approx(2 * step["ok_per_s"])
