@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         peak = open_.get("peak_requests_per_s")
         for s in open_["steps"]:
             frac = f" ({100 * s['rate'] / peak:.0f}% of peak {peak:.1f}/s)" if peak else ""
-            lines.append(f"open loop {s['label']}{frac}: {s['images_per_s']:.1f} img/s, p50 "
+            lines.append(f"open loop {s['label']}{frac}, offered {s['offered_per_s']:.1f}/s "
+                         f"({s['requests']} requests): {s['images_per_s']:.1f} img/s, p50 "
                          f"{s['p50_ms'] or float('nan'):.1f} ms, p99 {s['p99_ms'] or float('nan'):.1f} ms, "
                          f"errors {s['errors'] or 'none'}")
     text = "\n".join(lines)

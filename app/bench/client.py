@@ -259,7 +259,7 @@ class LoadGenerator:
         if duration is None and count is None:
             raise ValueError("give a duration or a request count")
         step = Step("open", rate=rate, images_per_request=self.images_per_request)
-        rng = random.Random(seed)
+        rng = random.Random(f"{seed}:{rate}")  # steps at different rates draw independent times
         slots = asyncio.Semaphore(max_connections)
         idle: list[Connection] = []
         in_flight: set[asyncio.Task[None]] = set()
