@@ -183,9 +183,13 @@ class LoadGenerator:
         count: int | None = None,
         warmup: float = 0.0,
     ) -> Step:
-        """`concurrency` workers, one request outstanding each. Runs `duration` seconds (requests
-        completing in the window count; those still open at its end are waited for, uncounted) or until
-        `count` requests have been answered, after `warmup` seconds whose results are dropped."""
+        """`concurrency` workers, one request outstanding each, after `warmup` seconds.
+
+        Duration mode: every answer that arrives within the `duration` window counts, whenever
+        its request was sent (as wrk counts): counting only requests both sent and answered in
+        the window would lose about one latency's worth of answers per worker, which is all of
+        them when the latency nears the window. Requests still open at the end are waited for,
+        uncounted. Count mode: the first `count` requests sent after the warm-up count."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if duration is None and count is None:
@@ -206,17 +210,17 @@ class LoadGenerator:
                     t0 = self.clock()
                     if t0 >= end:
                         return
-                    measuring = t0 >= measure_start
-                    if measuring:
-                        if state["phase"] == "warmup":
-                            state.update(phase="measure", start=measure_start, total=duration)
-                        if count is not None:
-                            if issued >= count:
-                                return
-                            issued += 1
+                    if t0 >= measure_start and state["phase"] == "warmup":
+                        state.update(phase="measure", start=measure_start, total=duration)
+                    counted = False
+                    if count is not None and t0 >= measure_start:
+                        if issued >= count:
+                            return
+                        issued += 1
+                        counted = True
                     conn, status, sample = await self._exchange(conn, self._request())
                     done = self.clock()
-                    if measuring and done <= end:
+                    if counted if count is not None else measure_start <= done <= end:
                         self._record(step, status, done - t0, sample)
                         last_done = max(last_done, done)
                     if conn is None and isinstance(status, str):

@@ -59,6 +59,20 @@ async def test_closed_loop_duration_window() -> None:
     assert min(step.latencies) >= 0.01
 
 
+async def test_closed_loop_counts_answers_in_the_window_whenever_sent() -> None:
+    """Latency (0.6 s) close to the window (0.8 s): the answers arriving in the window are the
+    throughput, though their requests were sent during the warm-up."""
+    server = await started(lambda n, h, b: Reply(delay=0.6))
+    try:
+        step = await LoadGenerator("127.0.0.1", server.port, REQUESTS).closed_loop(
+            4, duration=0.8, warmup=0.1
+        )
+    finally:
+        await server.stop()
+    assert step.ok == 4 and step.elapsed == 0.8
+    assert min(step.latencies) >= 0.6
+
+
 async def test_open_loop_counts_queueing_in_latency() -> None:
     """200 requests/s offered to 2 connections served in 50 ms each (40/s): the wait for a
     connection must show in the latency (no coordinated omission)."""
