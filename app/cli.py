@@ -1,4 +1,4 @@
-"""resnet-serve: serve | export (and the commands other modules register)."""
+"""resnet-serve: serve | export | bench (and the commands other modules register)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench.run import main as bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-serve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     from app.check import add_parser as add_check
 
     add_check(sub)
+
+    from app.bench.options import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="load a running server, or time a backend in-process")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 
