@@ -165,6 +165,8 @@ class DynamicBatcher:
         limit = self.config.max_batch_size
         chunks = [images[i : i + limit] for i in range(0, images.shape[0], limit)]
         if len(self._queue) + len(chunks) > self.config.max_queue_size:
+            self._purge_abandoned()
+        if len(self._queue) + len(chunks) > self.config.max_queue_size:
             self.telemetry.rejected("queue_full")
             raise QueueFull(
                 f"model {self.model!r} has {len(self._queue)} requests queued "
@@ -180,6 +182,13 @@ class DynamicBatcher:
             return items[0].future
         return _gather_rows([it.future for it in items])
 
+    def _purge_abandoned(self) -> None:
+        """Drop entries whose client left or whose deadline was already answered."""
+        live = [item for item in self._queue if not item.future.done()]
+        if len(live) != len(self._queue):
+            self._queue = deque(live)
+            self.telemetry.queue_depth.set(len(self._queue))
+
     # ------------------------------------------------------------------ workers
     def _take(self, room: int | None = None) -> list[WorkItem]:
         """Pop live requests, FIFO, up to `room` images (default max_batch_size); fail the
@@ -194,7 +203,6 @@ class DynamicBatcher:
                 continue
             if item.deadline <= now:
                 self._queue.popleft()
-                self.telemetry.rejected("deadline")
                 item.future.set_exception(
                     DeadlineExceeded(
                         f"deadline passed after {_ms_since(item.enqueued_ns)} ms in the queue"
@@ -314,6 +322,9 @@ class DynamicBatcher:
             f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
         ))
         self._stuck += 1
+        self._busy -= 1  # its requests are answered: drain() need not wait for this call
+        if not self._queue and not self._busy:
+            self._idle.set()
         if not self.healthy:
             self.telemetry.ready.set(0)
             log.error("model %s: every instance is stuck: not ready until one returns", self.model)
@@ -323,6 +334,7 @@ class DynamicBatcher:
             pass
         finally:
             self._stuck -= 1
+            self._busy += 1  # balanced by the worker's own decrement when this returns
             if self.healthy and self._accepting:
                 self.telemetry.ready.set(1)
             log.warning("model %s: the stuck call returned; instance back at work", self.model)

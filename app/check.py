@@ -27,6 +27,7 @@ import numpy as np
 
 from app.backends import create_backend
 from app.config import ModelConfig, read_model_config
+from app.errors import ServeError
 from app.imagefolder import ImageSet, load_images
 
 FP32_MAX_REL_ERROR = 1e-4
@@ -132,8 +133,8 @@ def candidates(cfg: ModelConfig, device: str) -> list[Candidate]:
 def run_backend(cfg: ModelConfig, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, str]:
     """Logits of every image through one backend (loaded, run in batches, closed)."""
     backend = create_backend(cfg)
-    backend.load()
     try:
+        backend.load()
         provider = (backend.info().providers or ["?"])[0]
         out = [backend.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     finally:
@@ -235,7 +236,7 @@ def main(args: argparse.Namespace) -> int:
         cfg, data, rows, ref_acc = check_model(
             Path(args.model), Path(args.images), args.device, args.batch_size, args.limit
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ServeError) as exc:  # ServeError: a bad image file
         print(f"check failed: {exc}", file=sys.stderr)
         return 2
     labelled = "labelled by folder" if data.truth is not None else "no labels"

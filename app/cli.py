@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from app.errors import ServeError
     from app.export import ExportError, export_model
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
@@ -58,7 +59,7 @@ def _export(args: argparse.Namespace) -> int:
             labels=labels, batching=batching, precisions=precisions,
             calibration_images=calibration,
         )
-    except (ExportError, FileNotFoundError) as exc:
+    except (ExportError, FileNotFoundError, ServeError) as exc:  # ServeError: a bad image
         print(f"export failed: {exc}", file=sys.stderr)
         return 2
     return 0

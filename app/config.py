@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_multipart_parts: int = Field(64, ge=1, description="Most parts in a multipart body.")
     max_json_depth: int = Field(64, ge=1, description="Deepest nesting of a JSON body.")
     request_timeout_ms: float = Field(
-        30_000, gt=0, description="Default deadline of a request; a client may ask for less."
+        30_000, gt=0, description="Deadline of a request; a client may ask for less, not more."
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when a queue is full.")
     shutdown_grace_s: float = Field(
@@ -98,7 +98,11 @@ class BatchingConfig(BaseModel):
         "instance is free, so no instance idles while requests wait (batches still form "
         "while instances are busy).",
     )
-    max_queue_size: int = Field(128, ge=1, description="Requests waiting; more get 503.")
+    max_queue_size: int = Field(
+        128, ge=1,
+        description="Requests waiting; more get 503 (a request of more than max_batch_size "
+        "images takes one place per chunk).",
+    )
     instances: int = Field(1, ge=1, le=64, description="Workers pulling from the one queue.")
     infer_timeout_s: float = Field(
         30.0,

@@ -49,7 +49,3 @@ class InferenceError(ServeError):
 
 class Unauthorized(ServeError):
     """Missing or wrong bearer token (401)."""
-
-
-class ModelLoadError(ServeError):
-    """A model could not be loaded; the server stays up and reports it not ready."""

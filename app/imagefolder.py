@@ -15,7 +15,7 @@ import numpy as np
 from app.config import PreprocessConfig
 from app.preprocess import decode
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # what preprocess decodes
 MAX_PIXELS = 40_000_000
 
 

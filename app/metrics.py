@@ -60,7 +60,8 @@ class Metrics:
             registry=r,
         )
         self.rejected = Counter(
-            f"{PREFIX}_rejected", "Requests turned away before inference, by reason.",
+            f"{PREFIX}_rejected",
+            "Requests not served: queue_full (refused at once) or deadline (timed out), once each.",
             ["model", "reason"], registry=r,
         )
         self.queue_depth = Gauge(

@@ -52,10 +52,14 @@ class GracefulServer(uvicorn.Server):
         self._timer: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._timer is not None:  # second signal: stop now
-            log.warning("second signal %d: closing without waiting out the grace period", sig)
+        if self._timer is not None:
             self._timer.cancel()
-            self.should_exit = True
+            if self.should_exit:  # third signal: stop without finishing requests
+                log.warning("signal %d again: exiting without finishing requests", sig)
+                self.force_exit = True
+            else:
+                log.warning("second signal %d: closing without waiting out the grace period", sig)
+                self.should_exit = True
             return
         app = _fastapi_app(getattr(self.config, "loaded_app", None))
         if app is not None:
@@ -136,6 +140,7 @@ def serve_workers(settings: Settings) -> int:
     log.info("supervisor %d: %d workers on %s:%d", os.getpid(), len(workers),
              settings.host, settings.port)
     forwarded = 0
+    restarts: list[float] = []
     try:
         while True:
             if stopping.is_set() and forwarded < len(received):
@@ -148,9 +153,18 @@ def serve_workers(settings: Settings) -> int:
             if not stopping.is_set():
                 for i, proc in enumerate(workers):
                     if not proc.is_alive():
-                        log.error("worker %d (pid %s) exited with %s: restarting it",
-                                  i, proc.pid, proc.exitcode)
                         _mark_dead(proc.pid)
+                        now = time.monotonic()
+                        restarts = [t for t in restarts if now - t < 60] + [now]
+                        if len(restarts) > 5:
+                            log.error("workers keep dying (%d restarts in 60 s): giving up",
+                                      len(restarts) - 1)
+                            stopping.set()
+                            received.append(signal.SIGTERM)
+                            break
+                        log.error("worker %d (pid %s) exited with %s: restarting it in %d s",
+                                  i, proc.pid, proc.exitcode, len(restarts))
+                        time.sleep(len(restarts))  # back off: 1 s, 2 s, ...
                         workers[i] = start(i)
             time.sleep(0.1)
     finally:

@@ -48,6 +48,7 @@ class DataPlane:
         ms = self.settings.request_timeout_ms if timeout_ms is None else timeout_ms
         if ms <= 0:
             raise InvalidInput(f"timeout must be positive, got {ms} ms")
+        ms = min(ms, self.settings.request_timeout_ms)  # a client may ask for less, never more
         return time.monotonic() + ms / 1000.0
 
     def check_image_count(self, count: int) -> None:
@@ -121,7 +122,11 @@ class DataPlane:
             if gone is not None:
                 gone.cancel()
         if result in done:
-            return result.result()
+            try:
+                return result.result()
+            except DeadlineExceeded:  # expired in the queue
+                model.telemetry.rejected("deadline")
+                raise
         result.cancel()
         if gone is not None and gone in done:
             raise ClientGone()

@@ -181,3 +181,32 @@ async def test_padding_to_buckets() -> None:
     assert FakeBackend.behaviour["pad"].batches == [1, 4]  # 3 images padded to the bucket 4
     assert [int(np.argmax(r[0])) for r in rows] == [3, 4, 5]
     await batcher.close()
+
+
+async def test_abandoned_requests_do_not_fill_the_queue() -> None:
+    batcher, behaviour, _ = make(max_batch_size=1, max_queue_size=3, delay=0.2)
+    batcher.start()
+    running = batcher.submit(images(1), far())
+    await asyncio.sleep(0.02)
+    abandoned = [batcher.submit(images(2), far()) for _ in range(3)]
+    for f in abandoned:
+        f.cancel()  # type: ignore[attr-defined]
+    live = batcher.submit(images(3), far())  # room again: the abandoned ones are purged
+    await asyncio.gather(running, live)
+    await batcher.close()
+    assert behaviour.batches == [1, 1]
+
+
+async def test_close_does_not_wait_for_a_stuck_call() -> None:
+    cfg = fake_config("stuck", batching=BatchingConfig(max_batch_size=1, infer_timeout_s=0.1))
+    FakeBackend.behaviour["stuck"] = Behaviour(delay_s=2.0)
+    metrics = Metrics()
+    batcher = DynamicBatcher("stuck", [create_backend(cfg)], cfg.batching, metrics.for_model("stuck"))
+    batcher.start()
+    with pytest.raises(InferenceError, match="did not finish"):
+        await batcher.submit(images(1), far())
+    assert not batcher.healthy
+    started = time.perf_counter()
+    await asyncio.wait_for(batcher.drain(), 1.0)  # answered already: nothing to wait for
+    assert time.perf_counter() - started < 0.5
+    await batcher.close()  # shuts the executor down after the call returns

@@ -30,7 +30,6 @@ STATUS: dict[type[errors.ServeError], int] = {
     errors.ModelNotReady: 503,
     errors.QueueFull: 503,
     errors.DeadlineExceeded: 504,
-    errors.ModelLoadError: 503,
 }
 
 

@@ -10,24 +10,13 @@
 from __future__ import annotations
 
 import hmac
-import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.api.errors import error_response
+from app.errors import PayloadTooLarge, Unauthorized
 
 HEALTH_PATHS = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready")
-
-
-async def send_error(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]]) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()), *headers],
-    })
-    await send({"type": "http.response.body", "body": body})
 
 
 class BearerAuth:
@@ -47,8 +36,10 @@ class BearerAuth:
                 break
         if not hmac.compare_digest(given, self.expected):
             why = "missing" if not given else "wrong"
-            await send_error(send, 401, f"{why} bearer token: send 'Authorization: Bearer <token>'",
-                             [(b"www-authenticate", b"Bearer")])
+            response = error_response(
+                Unauthorized(f"{why} bearer token: send 'Authorization: Bearer <token>'")
+            )
+            await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

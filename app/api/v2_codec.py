@@ -137,6 +137,9 @@ def _flag(value: Any, what: str) -> bool:
     return value
 
 
+MAX_DIMENSION = 2**31 - 1
+
+
 def parse_shape(value: Any, what: str) -> list[int]:
     if not isinstance(value, list) or any(
         isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in value
@@ -144,7 +147,16 @@ def parse_shape(value: Any, what: str) -> list[int]:
         raise InvalidInput(f"{what}: shape must be a list of non-negative integers, got {value!r}")
     if len(value) > 16:
         raise InvalidInput(f"{what}: shape has {len(value)} dimensions; at most 16 are accepted")
+    if any(d > MAX_DIMENSION for d in value):
+        raise InvalidInput(f"{what}: shape {value} has a dimension above {MAX_DIMENSION}")
     return value
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
 def parse_request(header: Any, binary: memoryview) -> InferRequest:
@@ -161,7 +173,7 @@ def parse_request(header: Any, binary: memoryview) -> InferRequest:
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
         or not timeout > 0
-        or not math.isfinite(timeout)
+        or not _finite(timeout)
     ):
         raise InvalidInput(
             f"parameters.timeout must be a positive number of microseconds, got {timeout!r}"
@@ -259,7 +271,10 @@ def _from_binary(
             f"{what}: {datatype} shape {shape} needs {expected} bytes, "
             f"binary_data_size is {len(chunk)}"
         )
-    return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(chunk, dtype=dtype).reshape(shape)
+    except ValueError as exc:
+        raise InvalidInput(f"{what}: {len(chunk)} bytes do not form shape {shape}: {exc}") from None
 
 
 def _split_bytes(chunk: memoryview, count: int, what: str) -> list[bytes]:

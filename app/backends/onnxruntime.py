@@ -83,6 +83,11 @@ class OnnxRuntimeBackend(Backend):
 
         if self.config.precision == "bf16":
             raise ValueError("onnxruntime serves fp32, fp16 or int8 models, not bf16")
+        gpu_asked = set(self.config.onnxruntime.providers) & {"cuda", "tensorrt"}
+        if gpu_asked and not self.config.is_cuda:
+            raise ValueError(
+                f"providers {sorted(gpu_asked)} need a CUDA device; set device to 'cuda:N'"
+            )
         path = self.config.path_of(onnx_format(self.config.precision))
         if self.config.is_cuda and hasattr(ort, "preload_dlls"):
             try:  # onnxruntime-gpu finds CUDA and cuDNN in torch's wheels this way

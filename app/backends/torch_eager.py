@@ -37,4 +37,6 @@ class EagerBackend(Backend):
         return {"compiled": self.config.torch.compile, "channels_last": self.config.torch.channels_last}
 
     def close(self) -> None:
-        self._runner.close()
+        runner, self._runner = getattr(self, "_runner", None), None
+        if runner is not None:
+            runner.close()

@@ -27,4 +27,6 @@ class TorchScriptBackend(Backend):
         return self._runner(batch)
 
     def close(self) -> None:
-        self._runner.close()
+        runner, self._runner = getattr(self, "_runner", None), None
+        if runner is not None:
+            runner.close()

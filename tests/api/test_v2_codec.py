@@ -288,3 +288,25 @@ def test_decompress_gzip_and_deflate_within_the_limit() -> None:
         codec.decompress(gzip.compress(body)[:-12], "gzip", 1000)
     with pytest.raises(UnsupportedMediaType):
         codec.decompress(body, "br", 1000)
+
+
+def test_review_regressions_are_400s_not_500s() -> None:
+    """An integer timeout too large for a float, and a binary tensor with a huge dimension
+    beside a zero one, once escaped as OverflowError / ValueError (500)."""
+    import pytest as _pytest
+
+    from app.api import v2_codec
+    from app.errors import InvalidInput
+
+    with _pytest.raises(InvalidInput, match="timeout"):
+        v2_codec.parse_request(
+            {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1], "data": [1]}],
+             "parameters": {"timeout": 10**400}},
+            memoryview(b""),
+        )
+    with _pytest.raises(InvalidInput, match="dimension"):
+        v2_codec.parse_request(
+            {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [0, 10**30],
+                         "parameters": {"binary_data_size": 0}}]},
+            memoryview(b""),
+        )
