@@ -32,7 +32,7 @@ def test_schemathesis_finds_no_internal_errors(tmp_path: Path, start_server) -> 
          "--max-examples", "40", "--generation-deterministic", "--workers", "1",
          "--checks", "no_internal_error,errors_are_json,status_code_conformance,"
                      "content_type_conformance,response_schema_conformance"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache stays out of the repo
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks",
              "PYTHONPATH": str(HERE.parents[1])},
     )
