@@ -25,6 +25,7 @@ from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
 from app.api.errors import status_of
 from app.errors import InvalidInput, ModelNotFound, ServeError
 from app.postprocess import softmax
+from app.preprocess import Batch
 from app.repository import ModelRepository, ServedModel
 from app.service import ClientGone, DataPlane
 
@@ -223,7 +224,7 @@ def _accepted(model: ServedModel) -> str:
 
 async def input_batch(
     dataplane: DataPlane, model: ServedModel, req: codec.InferRequest
-) -> np.ndarray:
+) -> Batch:
     """The request's one input -> uint8 (N, crop, crop, 3), the batch every backend takes."""
     if len(req.inputs) != 1 or req.inputs[0].name not in (schema.INPUT_PIXELS, schema.INPUT_FILES):
         names = ", ".join(repr(t.name) for t in req.inputs)
