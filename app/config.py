@@ -244,6 +244,11 @@ class ModelConfig(BaseModel):
                 f"devices {self.devices!r} places instances on GPUs, but device is {self.device!r}; "
                 "set device to 'cuda'"
             )
+        if self.input.decode == "gpu" and isinstance(self.devices, list) and len(self.devices) > 1:
+            raise ValueError(
+                "input.decode 'gpu' keeps a model on one GPU per process (torchvision has one "
+                "nvJPEG decoder per process): list one device, or run one server per GPU"
+            )
         if self.input.decode == "gpu" and not self.is_cuda:
             raise ValueError(
                 f"input.decode 'gpu' decodes on the model's CUDA device, but device is "

@@ -3,6 +3,11 @@
 `device: "cuda"` with `instances: 4` keeps every instance on cuda:0, each with its own CUDA
 stream. `devices: ["cuda:0", "cuda:1"]` (or "all") places the instances round-robin over those
 GPUs: instance i on devices[i % len(devices)].
+
+GPU decoding (input.decode "gpu") keeps a model's instances on one GPU per process:
+torchvision keeps ONE nvJPEG decoder per process, behind a lock, and rebuilds it (leaking the
+old one) whenever a call names another device than the last. To use several GPUs with GPU
+decoding, run one server process per GPU (CUDA_VISIBLE_DEVICES) instead.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ def instance_devices(config: ModelConfig, device_count: Callable[[], int] = cuda
         pool = [f"cuda:{i}" for i in range(count)]
     else:
         pool = list(config.devices)
-    return [pool[i % len(pool)] for i in range(n)]
+    placed = [pool[i % len(pool)] for i in range(n)]
+    if config.input.decode == "gpu" and len(set(placed)) > 1:
+        raise RuntimeError(
+            f"model {config.name!r}: input.decode 'gpu' keeps every instance on one GPU "
+            f"(torchvision has one nvJPEG decoder per process), but devices places them on "
+            f"{', '.join(sorted(set(placed)))}; run one server per GPU instead"
+        )
+    return placed
 
 
 def instance_configs(

@@ -173,9 +173,11 @@ class TorchRunner:
                 return self.module(host).numpy()
             assert self.stream is not None and self.staging is not None
             n = host.shape[0]
-            staged = self.staging[:n] if n <= self.staging.shape[0] else host.pin_memory()
-            if staged is not host:
+            if n <= self.staging.shape[0]:
+                staged = self.staging[:n]
                 staged.copy_(host)
+            else:  # larger than max_batch_size (a direct caller, never the batcher): one-off
+                staged = host.pin_memory()  # pin_memory() already copies; no second copy_
             with self._on_device():
                 x = staged.to(self.device, non_blocking=True)
                 out = self.module(x).to("cpu", non_blocking=True)

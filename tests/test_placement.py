@@ -34,10 +34,22 @@ def test_all_visible_gpus() -> None:
 
 
 def test_each_instance_config_names_its_device_and_keeps_the_rest() -> None:
-    c = cfg(3, device="cuda", devices="all", input={"decode": "gpu"}, backend="eager")
+    c = cfg(3, device="cuda", devices="all", backend="eager", torch={"compile": True})
     configs = instance_configs(c, lambda: 2)
     assert [x.device for x in configs] == ["cuda:0", "cuda:1", "cuda:0"]
-    assert configs[0] is c and all(x.input.decode == "gpu" for x in configs)
+    assert configs[0] is c and all(x.torch.compile for x in configs)
+
+
+def test_gpu_decoding_stays_on_one_gpu_per_process() -> None:
+    c = cfg(3, device="cuda:1", devices="all", backend="eager", input={"decode": "gpu"})
+    assert instance_devices(c, lambda: 1) == ["cuda:0"] * 3
+    with pytest.raises(RuntimeError, match="one server per GPU"):
+        instance_devices(c, lambda: 2)
+    with pytest.raises(ValueError, match="one server per GPU"):
+        cfg(2, device="cuda", devices=["cuda:0", "cuda:1"], input={"decode": "gpu"})
+    assert instance_devices(cfg(2, device="cuda", devices=["cuda:1"], input={"decode": "gpu"})) == [
+        "cuda:1", "cuda:1"
+    ]
 
 
 @pytest.mark.parametrize(
