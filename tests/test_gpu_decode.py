@@ -295,3 +295,33 @@ def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
     runner = TorchRunner(module, "cuda:0", 8, (224, 224, 3), NO_DRAFT)
     logits, errors = runner.run_encoded(images, 8)
     assert errors == {} and logits.shape == (8, 10) and np.isfinite(logits).all()
+
+
+# ---------------------------------------------------------------------- the benchmark script
+def _benchmark():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_pipeline.py"
+    spec = importlib.util.spec_from_file_location("gpu_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _benchmark().main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "figures.json"
+    args = ["--device", "cpu", "--arch", "resnet-mini", "--batch-sizes", "2", "--num-images", "3",
+            "--seconds", "0", "--warmup", "0", "--crop", "64", "--resize", "72", "--json", str(out)]
+    assert _benchmark().main(args) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["batch"] == 2 and all(row[k] > 0 for k in ("decode_resize", "model_eager", "pipeline_eager"))
