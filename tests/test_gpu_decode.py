@@ -277,6 +277,15 @@ async def test_http_classify_with_gpu_decode() -> None:
         assert r.json()["input"]["decode"] == "gpu"
 
 
+def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
+    from app.backends.base import Backend
+
+    backend = FakeBackend(gpu_fake_config("warm"))
+    Backend.warmup(backend, [1, 2, 4])  # the base class's warm-up, which the fake skips
+    # pixels at each size, then a decoded JPEG at each size (the default infer_encoded)
+    assert backend._b().batches == [1, 2, 4, 1, 2, 4]
+
+
 # ---------------------------------------------------------------------- the real thing
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
 def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
@@ -295,6 +304,34 @@ def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
     runner = TorchRunner(module, "cuda:0", 8, (224, 224, 3), NO_DRAFT)
     logits, errors = runner.run_encoded(images, 8)
     assert errors == {} and logits.shape == (8, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
+async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    """The eager ResNet-18 on cuda:0 with two instances (a stream each), over HTTP."""
+    from app.config import read_model_config
+
+    base = read_model_config(models_repo / "resnet18")
+    gpu = base.variant(
+        "gpu", backend="eager", device="cuda", precision="fp16",
+        input={**base.input.model_dump(), "decode": "gpu"},
+        batching={**base.batching.model_dump(), "instances": 2, "max_batch_size": 8},
+    )
+    cpu = gpu.variant("cpu", input={**gpu.input.model_dump(), "decode": "cpu"})
+    app = create_app(Settings(), configs=[gpu, cpu], metrics=Metrics())
+    async with app_client(app) as client:
+        backends = app.state.repository.get("gpu").backends
+        assert len({id(b._runner.stream) for b in backends}) == 2  # a stream per instance
+        png = encode(synthetic_photo(4, (300, 200)), "PNG")
+        files = [("images", (f"{i}", d, "image/jpeg")) for i, d in enumerate([*jpegs, png])]
+        got = await client.post("/v1/models/gpu/classify?top_k=1", files=files)
+        want = await client.post("/v1/models/cpu/classify?top_k=1", files=files)
+        assert got.status_code == 200 and want.status_code == 200, (got.text, want.text)
+        # a JPEG whose header passes and whose data is garbled: 400, as on the CPU path (if
+        # nvJPEG decodes garbage without an error, this is where it shows)
+        bad = await client.post("/v1/models/gpu/classify", content=truncated_jpeg(jpegs),
+                                headers={"Content-Type": "image/jpeg"})
+        assert bad.status_code == 400, bad.text
 
 
 # ---------------------------------------------------------------------- the benchmark script
