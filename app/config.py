@@ -241,8 +241,8 @@ class ModelConfig(BaseModel):
     def _check_gpu_options(self) -> ModelConfig:
         if self.devices and not self.is_cuda:
             raise ValueError(
-                f"devices {self.devices!r} places instances on GPUs, but device is {self.device!r}; "
-                "set device to 'cuda'"
+                f"devices {self.devices!r} places instances on GPUs, but device is "
+                f"{self.device!r}; set device to 'cuda'"
             )
         if self.input.decode == "gpu" and isinstance(self.devices, list) and len(self.devices) > 1:
             raise ValueError(

@@ -23,7 +23,9 @@ def cuda_device_count() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
-def instance_devices(config: ModelConfig, device_count: Callable[[], int] = cuda_device_count) -> list[str]:
+def instance_devices(
+    config: ModelConfig, device_count: Callable[[], int] = cuda_device_count
+) -> list[str]:
     """The device of each of config.batching.instances, in order."""
     n = config.batching.instances
     if not config.devices:

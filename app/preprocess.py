@@ -110,7 +110,7 @@ def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
         ) from None
 
 
-# ---------------------------------------------------------------------- GPU decoding (input.decode "gpu")
+# ------------------------------------------------------- GPU decoding (input.decode "gpu")
 EXIF_ORIENTATION = 0x0112
 
 
