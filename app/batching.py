@@ -308,13 +308,9 @@ class DynamicBatcher:
             return
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
             log.error("model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc)
-            self.telemetry.batch_failed()
-            error = InferenceError(
+            self._fail(items, InferenceError(
                 f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
-            )
-            for it in items:
-                if not it.future.done():
-                    it.future.set_exception(error)
+            ))
             return
         t_out = time.perf_counter_ns()
         offset = 0
@@ -334,18 +330,21 @@ class DynamicBatcher:
         )
 
 
+    def _fail(self, items: list[WorkItem], error: InferenceError) -> None:
+        """The whole batch failed: each of its requests gets the error, no other request."""
+        self.telemetry.batch_failed()
+        for it in items:
+            if not it.future.done():
+                it.future.set_exception(error)
+
     async def _stuck_call(
         self, call: asyncio.Future[BatchResult], items: list[WorkItem], n: int, timeout: float
     ) -> None:
         """Fail the batch now; keep this instance out of work until its call returns."""
         log.error("model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout)
-        self.telemetry.batch_failed()
-        error = InferenceError(
+        self._fail(items, InferenceError(
             f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
-        )
-        for it in items:
-            if not it.future.done():
-                it.future.set_exception(error)
+        ))
         self._stuck += 1
         if not self.healthy:
             self.telemetry.ready.set(0)

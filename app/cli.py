@@ -1,4 +1,4 @@
-"""resnet-serve: serve | export (and the commands other modules register)."""
+"""resnet-serve: serve | export | bench (and the commands other modules register)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from app.config import BatchingConfig
 def _serve(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.main import create_app
-    from app.server import serve
+    from app.server import serve, serve_workers
 
     overrides: dict[str, Any] = {
         k: v for k, v in {
             "models_dir": args.models, "host": args.host, "port": args.port,
-            "log_level": args.log_level, "backends": args.backends,
+            "log_level": args.log_level, "backends": args.backends, "workers": args.workers,
         }.items() if v is not None
     }
     settings = Settings(**overrides)
@@ -27,6 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if settings.workers > 1:
+        return serve_workers(settings)
     serve(create_app(settings), settings)
     return 0
 
@@ -62,6 +64,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench.run import main as bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-serve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve every model on these backends, as <model>-<backend> "
         "(e.g. torchscript,eager) to compare them side by side",
     )
+    serve.add_argument("--workers", type=int,
+                       help="server processes sharing the port (env RESNET_SERVE_WORKERS)")
     serve.set_defaults(func=_serve)
 
     export = sub.add_parser("export", help="export a torchvision ResNet to a model directory")
@@ -109,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     from app.check import add_parser as add_check
 
     add_check(sub)
+
+    from app.bench.options import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="load a running server, or time a backend in-process")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
     return parser
 
 

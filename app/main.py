@@ -68,3 +68,13 @@ def create_app(
         app.add_middleware(BearerAuth, token=settings.auth_token,
                            protect_metrics=settings.protect_metrics)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for worker processes: settings from RESNET_SERVE_SETTINGS_JSON (set by the
+    supervisor) or the RESNET_SERVE_* environment."""
+    from app.server import settings_from_environment
+
+    settings = settings_from_environment()
+    logging.getLogger().setLevel(settings.log_level.upper())
+    return create_app(settings)

@@ -6,11 +6,12 @@ Histograms, not summaries: they aggregate across replicas into a fleet-wide p99.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
@@ -78,6 +79,17 @@ class Metrics:
             f"{PREFIX}_model_info", "Backend, device and precision each model runs on.",
             ["model", "backend", "device", "precision"], registry=r, multiprocess_mode="livemax",
         )
+
+    def exposition(self) -> bytes:
+        """Prometheus text: this process's registry, or, when several worker processes share
+        the port (PROMETHEUS_MULTIPROC_DIR set), every live worker's values aggregated."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
     def for_model(self, model: str) -> ModelTelemetry:
         return ModelTelemetry(self, model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,7 @@ class ServedModel:
             "details": info.details if info else {},
             "export_check": cfg.export_check,
             "load_seconds": self.load_seconds,
+            "worker_pid": os.getpid(),  # which server process answered (several with workers > 1)
         }
 
 

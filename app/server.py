@@ -1,16 +1,30 @@
-"""Run the app under uvicorn with Kubernetes-friendly shutdown.
+"""Run the app under uvicorn: one process, or several sharing one listening socket.
 
 On SIGTERM (or SIGINT): readiness turns 503 at once, so load balancers stop routing here;
 requests are still accepted for `shutdown_grace_s` (the time a load balancer needs to notice);
 then the listening socket closes, every accepted request is finished, the batchers drain,
 the models are released, and the process exits 0. A second signal skips the grace period.
+
+With `workers` > 1 a small supervisor binds the socket, starts that many worker processes
+(each loads its own model instances and parses its own requests: one Python process cannot
+parse more than a few thousand requests a second), forwards signals, restarts a worker that
+dies, and exits when they have all drained. Prometheus metrics are then aggregated across
+workers through prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR).
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
 import threading
+import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -19,11 +33,21 @@ from app.config import Settings
 
 log = logging.getLogger(__name__)
 
+SETTINGS_ENV = "RESNET_SERVE_SETTINGS_JSON"
+
+
+def _fastapi_app(app: Any) -> FastAPI | None:
+    """The FastAPI app under uvicorn's wrappers (proxy headers, message logger)."""
+    for _ in range(10):
+        if isinstance(app, FastAPI):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
 
 class GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
         super().__init__(config)
-        self.fastapi_app = app
         self.grace_s = grace_s
         self._timer: threading.Timer | None = None
 
@@ -33,11 +57,13 @@ class GracefulServer(uvicorn.Server):
             self._timer.cancel()
             self.should_exit = True
             return
-        self.fastapi_app.state.draining = True
-        repository = getattr(self.fastapi_app.state, "repository", None)
-        if repository is not None:
-            for model in repository.models.values():
-                model.telemetry.ready.set(0)
+        app = _fastapi_app(getattr(self.config, "loaded_app", None))
+        if app is not None:
+            app.state.draining = True
+            repository = getattr(app.state, "repository", None)
+            if repository is not None:
+                for model in repository.models.values():
+                    model.telemetry.ready.set(0)
         log.info(
             "signal %d: not ready; accepting requests for %.1f s more, then draining",
             sig, self.grace_s,
@@ -51,7 +77,7 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
-def uvicorn_config(app: FastAPI | str, settings: Settings, **extra: object) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI | str, settings: Settings, **extra: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -62,9 +88,88 @@ def uvicorn_config(app: FastAPI | str, settings: Settings, **extra: object) -> u
         access_log=False,  # one line per request costs more than a batch of ResNet-18
         timeout_graceful_shutdown=None,  # finish every accepted request, however long
         timeout_keep_alive=30,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
-    GracefulServer(uvicorn_config(app, settings), app, settings.shutdown_grace_s).run()
+    """One process."""
+    GracefulServer(uvicorn_config(app, settings), settings.shutdown_grace_s).run()
+
+
+# ---------------------------------------------------------------- several worker processes
+def _worker_main(settings_json: str, sock: socket.socket, index: int) -> None:
+    os.environ[SETTINGS_ENV] = settings_json
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s worker{index} %(name)s: %(message)s",
+    )
+    config = uvicorn_config("app.main:app_from_environment", settings, factory=True)
+    GracefulServer(config, settings.shutdown_grace_s).run(sockets=[sock])
+
+
+def serve_workers(settings: Settings) -> int:
+    """Several processes on one socket; returns the exit status."""
+    metrics_dir = tempfile.mkdtemp(prefix="resnet-serve-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    settings_json = settings.model_dump_json()
+    config = uvicorn_config("app.main:app_from_environment", settings, factory=True)
+    sock = config.bind_socket()
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+    received: list[int] = []
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        proc = context.Process(target=_worker_main, args=(settings_json, sock, index),
+                               name=f"resnet-serve-worker{index}")
+        proc.start()
+        return proc
+
+    def on_signal(sig: int, frame: FrameType | None) -> None:
+        received.append(sig)
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    workers = [start(i) for i in range(settings.workers)]
+    log.info("supervisor %d: %d workers on %s:%d", os.getpid(), len(workers),
+             settings.host, settings.port)
+    forwarded = 0
+    try:
+        while True:
+            if stopping.is_set() and forwarded < len(received):
+                for proc in workers:  # first signal: graceful; a second one skips the grace
+                    if proc.is_alive() and proc.pid is not None:
+                        os.kill(proc.pid, received[forwarded])
+                forwarded += 1
+            if stopping.is_set() and not any(p.is_alive() for p in workers):
+                break
+            if not stopping.is_set():
+                for i, proc in enumerate(workers):
+                    if not proc.is_alive():
+                        log.error("worker %d (pid %s) exited with %s: restarting it",
+                                  i, proc.pid, proc.exitcode)
+                        _mark_dead(proc.pid)
+                        workers[i] = start(i)
+            time.sleep(0.1)
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    codes = [p.exitcode for p in workers]
+    log.info("supervisor: workers exited with %s", codes)
+    return 0 if all(c == 0 for c in codes) else 1
+
+
+def _mark_dead(pid: int | None) -> None:
+    if pid is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def settings_from_environment() -> Settings:
+    raw = os.environ.get(SETTINGS_ENV)
+    return Settings.model_validate_json(raw) if raw else Settings()
+
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -10,9 +9,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.body import read_images
 from app.api.deps import DataPlaneDep, SettingsDep
-from app.api.errors import status_of
-from app.errors import ServeError
-from app.service import ClientGone
+from app.api.recording import recorded
 
 router = APIRouter(tags=["classify"])
 
@@ -72,11 +69,7 @@ async def classify(
     ] = None,
 ) -> Response:
     model = dataplane.model(name)  # 404 before reading a byte of the body
-    telemetry = model.telemetry
-    started = time.perf_counter()
-    status = 200
-    telemetry.in_flight.inc()
-    try:
+    with recorded(model.telemetry, "classify"):
         dataplane.check_top_k(top_k)
         images = await read_images(request, settings)
         results = await dataplane.classify(
@@ -91,15 +84,3 @@ async def classify(
                 ],
             }
         )
-    except ServeError as exc:
-        status = status_of(exc)
-        raise
-    except ClientGone:
-        status = 499  # nginx's "client closed request": nobody reads this response
-        return Response(status_code=499)
-    except BaseException:
-        status = 500
-        raise
-    finally:
-        telemetry.in_flight.dec()
-        telemetry.request_done("classify", status, time.perf_counter() - started)

@@ -10,10 +10,13 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import errors
+from app.service import ClientGone
+
+CLIENT_CLOSED = 499  # nginx's "client closed request"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.ServeError)
     async def _serve_error(request: Request, exc: errors.ServeError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, exc: ClientGone) -> Response:
+        return Response(status_code=CLIENT_CLOSED)  # nobody is there to read it
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

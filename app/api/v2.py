@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from typing import Annotated, Any
 
 import numpy as np
@@ -22,12 +21,12 @@ from app.api import v2_schema as schema
 from app.api.body import read_body
 from app.api.classify import wait_for_disconnect
 from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
-from app.api.errors import status_of
-from app.errors import InvalidInput, ModelNotFound, ServeError
+from app.api.recording import recorded
+from app.errors import InvalidInput, ModelNotFound
 from app.postprocess import softmax
 from app.preprocess import Batch
 from app.repository import ModelRepository, ServedModel
-from app.service import ClientGone, DataPlane
+from app.service import DataPlane
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 ENDPOINT = "v2_infer"
@@ -158,11 +157,7 @@ async def infer(
     version: VersionDep,
 ) -> Response:
     model = resolve(dataplane.repository, name, version)  # 404 before reading the body
-    telemetry = model.telemetry
-    started = time.perf_counter()
-    status = 200
-    telemetry.in_flight.inc()
-    try:
+    with recorded(model.telemetry, ENDPOINT):
         body = codec.decompress(
             await read_body(request, settings.max_body_bytes),
             request.headers.get("content-encoding"),
@@ -188,18 +183,6 @@ async def infer(
             media_type="application/octet-stream",
             headers={codec.HEADER_LENGTH: str(header_length)},
         )
-    except ServeError as exc:
-        status = status_of(exc)
-        raise
-    except ClientGone:
-        status = 499
-        return Response(status_code=499)
-    except BaseException:
-        status = 500
-        raise
-    finally:
-        telemetry.in_flight.dec()
-        telemetry.request_done(ENDPOINT, status, time.perf_counter() - started)
 
 
 def requested_outputs(req: codec.InferRequest) -> list[codec.OutputRequest]:

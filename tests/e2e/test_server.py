@@ -57,3 +57,36 @@ def test_server_stays_up_and_not_ready_when_a_model_cannot_load(
     assert "load failed" in r.json()["models"]["resnet18"]["reason"]
     assert httpx.get(f"{server.url}/health/live").status_code == 200
     assert "model resnet18: load failed" in server.log()
+
+
+def test_several_worker_processes_share_the_port_and_the_metrics(
+    tmp_path: Path, start_server
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import re
+
+    from tests.api.test_classify import grey_png
+    from tests.fakes import PLUGIN, write_fake_model
+
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    server = start_server(repo, ["--workers", "2"], env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN})
+    pids = set()
+    with httpx.Client(base_url=server.url, timeout=30,
+                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for i in range(40):
+            r = client.post("/v1/models/fake/classify?top_k=1", content=grey_png(i),
+                            headers={"Content-Type": "image/png"})
+            assert r.status_code == 200 and r.json()["predictions"][0][0]["index"] == i
+        for _ in range(20):
+            pids.add(client.get("/v1/models/fake").json()["worker_pid"])
+        text = client.get("/metrics").text
+    count = re.search(
+        r'^resnet_serve_requests_total\{code="200",endpoint="classify",model="fake"\} (\S+)$',
+        text, re.M,
+    )
+    assert count and float(count.group(1)) == 40  # summed over both workers
+    assert 'resnet_serve_model_ready{model="fake"} 1.0' in text
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert server.stop() == 0
+    assert "workers exited with [0, 0]" in server.log()
