@@ -30,6 +30,10 @@ from app.preprocess import EncodedImage, centre_crop_box, decode, resized_size
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (which has no batched
 # nvJPEG decode yet); the call still works and is what we measured. Silence that one warning.
+# Decoded pixels held at once: a batch is decoded in chunks of at most this many pixels, so 128
+# images at the 40-megapixel request limit never ask for 15 GB of device memory at once.
+DECODE_CHUNK_PIXELS = 64_000_000
+
 warnings.filterwarnings(
     "ignore", message=r"The image decoding and encoding capabilities of TorchVision",
     category=DeprecationWarning,
@@ -92,6 +96,27 @@ def decode_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor 
     return results
 
 
+def _chunks(images: list[EncodedImage], budget: int | None = None) -> list[list[int]]:
+    """Rows of the JPEGs to decode, grouped so each group holds at most `budget` pixels (an
+    image larger than the budget alone)."""
+    budget = DECODE_CHUNK_PIXELS if budget is None else budget
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    held = 0
+    for i, img in enumerate(images):
+        if img.data is None:
+            continue
+        pixels = max(1, img.width * img.height)
+        if current and held + pixels > budget:
+            chunks.append(current)
+            current, held = [], 0
+        current.append(i)
+        held += pixels
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 def decode_batch(
     images: list[EncodedImage], cfg: PreprocessConfig, device: torch.device | str, pad_to: int
 ) -> tuple[torch.Tensor, dict[int, Exception]]:
@@ -101,19 +126,20 @@ def decode_batch(
     device = torch.device(device)
     out = torch.zeros((pad_to, cfg.crop, cfg.crop, 3), dtype=torch.uint8, device=device)
     errors: dict[int, Exception] = {}
-    jpeg_rows = [i for i, im in enumerate(images) if im.data is not None]
-    decoded = decode_jpegs([images[i].data for i in jpeg_rows], device)  # type: ignore[misc]
     cpu_rows: list[int] = []
     cpu_pixels: list[np.ndarray] = []
-    for i, img in zip(jpeg_rows, decoded):
-        if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] == 3:
-            out[i] = resize_crop(orient(img, images[i].orientation), cfg)
-            continue
-        try:  # the one image nvJPEG could not read: the CPU decoder, as for other formats
-            cpu_pixels.append(decode(images[i].data or b"", cfg, sys.maxsize))
-            cpu_rows.append(i)
-        except ServeError as exc:
-            errors[i] = exc
+    for rows in _chunks(images):
+        decoded = decode_jpegs([images[i].data for i in rows], device)  # type: ignore[misc]
+        for i, img in zip(rows, decoded):
+            if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] == 3:
+                out[i] = resize_crop(orient(img, images[i].orientation), cfg)
+                continue
+            try:  # the one image nvJPEG could not read: the CPU decoder, as for other formats
+                cpu_pixels.append(decode(images[i].data or b"", cfg, sys.maxsize))
+                cpu_rows.append(i)
+            except ServeError as exc:
+                errors[i] = exc
+        del decoded
     for i, im in enumerate(images):
         if im.pixels is not None:
             cpu_rows.append(i)

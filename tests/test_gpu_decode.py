@@ -168,6 +168,22 @@ def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
         np.testing.assert_array_equal(out[i], decode(data, NO_DRAFT, LIMIT))
 
 
+def test_large_batches_are_decoded_in_chunks_of_bounded_pixels(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [EncodedImage(pixels=np.zeros((224, 224, 3), np.uint8))] + [
+        inspect(d, NO_DRAFT, LIMIT) for d in jpegs
+    ]
+    sizes = [im.width * im.height for im in images[1:]]  # 307200, 307200, 150000, 786432, 50176
+    assert gpu_decode._chunks(images, 700_000) == [[1, 2], [3], [4], [5]]
+    assert gpu_decode._chunks(images, sum(sizes)) == [[1, 2, 3, 4, 5]]
+    monkeypatch.setattr(gpu_decode, "DECODE_CHUNK_PIXELS", 700_000)
+    out, errors = decode_batch(images, NO_DRAFT, "cpu", 6)
+    assert errors == {} and not out[0].any()
+    for i, data in enumerate(jpegs, start=1):
+        close(out[i].numpy(), decode(data, NO_DRAFT, LIMIT))
+
+
 def test_torch_runner_decodes_and_infers_in_one_call(jpegs: list[bytes]) -> None:
     torch.manual_seed(0)
     module = wrap(build_arch("resnet-mini", 10), CFG.mean, CFG.std, "cpu", "fp32")
