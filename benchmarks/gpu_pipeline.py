@@ -6,6 +6,7 @@ resize, crop, normalise, model, logits back to the host).
     python benchmarks/gpu_pipeline.py --batch-sizes 32 128 256 --compile
     python benchmarks/gpu_pipeline.py --images ~/imagenet-val-sample/   # your own JPEGs
     python benchmarks/gpu_pipeline.py --cpu-baseline           # adds Pillow decode on 1 core
+    python benchmarks/gpu_pipeline.py --instances 1 2 4        # pipeline with N instances
 
 Images: synthetic photo-like 500x375 JPEGs (ImageNet's typical size), or every *.jpg/*.jpeg
 under --images. Weights are random (no download): throughput does not depend on them.
@@ -76,6 +77,35 @@ def timed(fn: Callable[[], object], images_per_call: int, sync: Callable[[], Non
                 return calls * images_per_call / elapsed
 
 
+def threaded(runners: list, batch: list, bs: int, seconds: float, warmup: int) -> float:  # type: ignore[type-arg]
+    """img/s of len(runners) threads, each looping run_encoded on its own runner and stream."""
+    import threading
+
+    for runner in runners:
+        for _ in range(warmup):
+            runner.run_encoded(batch, bs)
+    counts = [0] * len(runners)
+    start_line = threading.Barrier(len(runners) + 1)
+    stop = threading.Event()
+
+    def loop(k: int) -> None:
+        start_line.wait()
+        while not stop.is_set() or counts[k] < 1:
+            runners[k].run_encoded(batch, bs)  # synchronises its own stream
+            counts[k] += 1
+
+    threads = [threading.Thread(target=loop, args=(k,)) for k in range(len(runners))]
+    for t in threads:
+        t.start()
+    start_line.wait()
+    start = time.perf_counter()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) * bs / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda:0")
@@ -89,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=224)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed span per figure")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--instances", type=int, nargs="+", default=[1],
+        help="also time the pipeline with N instances, each a thread with its own runner and "
+        "CUDA stream, as the server runs batching.instances",
+    )
     parser.add_argument("--cpu-baseline", action="store_true", help="Pillow decode, 1 thread")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -161,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             row[f"pipeline_{label}"] = timed(
                 lambda runner=runner: runner.run_encoded(batch, bs), bs, sync, args.seconds, args.warmup
             )
+            for n in (i for i in args.instances if i > 1):
+                runners = [TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
+                           for _ in range(n)]
+                row[f"pipeline_{label}_x{n}"] = threaded(runners, batch, bs, args.seconds, args.warmup)
         results.append(row)
         print("  ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
               "(img/s)", flush=True)

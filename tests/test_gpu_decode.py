@@ -372,9 +372,12 @@ def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFix
 def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "figures.json"
     args = ["--device", "cpu", "--arch", "resnet-mini", "--batch-sizes", "2", "--num-images", "3",
-            "--seconds", "0", "--warmup", "0", "--crop", "64", "--resize", "72", "--json", str(out)]
+            "--seconds", "0", "--warmup", "0", "--crop", "64", "--resize", "72", "--json", str(out),
+            "--instances", "1", "2"]
     assert _benchmark().main(args) == 0
     import json
 
     (row,) = json.loads(out.read_text())["results"]
-    assert row["batch"] == 2 and all(row[k] > 0 for k in ("decode_resize", "model_eager", "pipeline_eager"))
+    assert row["batch"] == 2 and all(
+        row[k] > 0 for k in ("decode_resize", "model_eager", "pipeline_eager", "pipeline_eager_x2")
+    )
