@@ -9,6 +9,9 @@
   they reach the backend.
 - Stacking, inference and splitting run on the instance's own thread; each request's future
   gets its own rows, or the batch's error (only the requests of that batch fail).
+- A model with input.decode "gpu" queues encoded images (lists of EncodedImage) instead of
+  pixels; such a batch goes to backend.infer_encoded, which decodes on the model's device and
+  names the images it could not read: only their requests fail (400), not their neighbours.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import numpy as np
 
 from app.backends.base import Backend
 from app.config import BatchingConfig
-from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull
+from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull, ServeError
 from app.metrics import ModelTelemetry
+from app.preprocess import Batch, EncodedImage
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +50,16 @@ def bucket_for(n: int, max_batch_size: int) -> int:
 
 @dataclass
 class WorkItem:
-    images: np.ndarray  # uint8 (k, H, W, 3), k <= max_batch_size
+    images: Batch  # uint8 (k, H, W, 3), or k EncodedImage; k <= max_batch_size
     future: asyncio.Future[np.ndarray]
     deadline: float  # time.monotonic() seconds
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    first: int = 0  # index of images[0] in its request (a request larger than a batch is split)
+    multi: bool = False  # the request holds several images (errors then say which one)
 
     @property
     def size(self) -> int:
-        return int(self.images.shape[0])
+        return len(self.images)
 
 
 @dataclass
@@ -61,12 +67,27 @@ class BatchResult:
     logits: np.ndarray
     input_ns: int
     infer_ns: int
+    errors: dict[int, Exception] = field(default_factory=dict)  # batch row -> its own error
+
+
+def _run_encoded(backend: Backend, parts: list[Batch], pad_to: int) -> BatchResult:
+    """A batch holding encoded images: the backend decodes (on its device) and infers."""
+    t0 = time.perf_counter_ns()
+    images: list[EncodedImage] = []
+    for p in parts:
+        images.extend(p if isinstance(p, list) else [EncodedImage(pixels=row) for row in p])
+    t1 = time.perf_counter_ns()
+    logits, errors = backend.infer_encoded(images, pad_to)
+    t2 = time.perf_counter_ns()
+    return BatchResult(logits[: len(images)], t1 - t0, t2 - t1, errors)
 
 
 def _run_batch(
-    backend: Backend, parts: list[np.ndarray], pad_to: int, reuse: Callable[[int], np.ndarray] | None
+    backend: Backend, parts: list[Batch], pad_to: int, reuse: Callable[[int], np.ndarray] | None
 ) -> BatchResult:
     """On the instance's thread: stack (into a reused buffer), pad, infer."""
+    if any(isinstance(p, list) for p in parts):
+        return _run_encoded(backend, parts, pad_to)
     t0 = time.perf_counter_ns()
     n = sum(p.shape[0] for p in parts)
     if len(parts) == 1 and pad_to == n:
@@ -156,14 +177,16 @@ class DynamicBatcher:
         return len(self._queue)
 
     # ------------------------------------------------------------------ submit
-    def submit(self, images: np.ndarray, deadline: float) -> Awaitable[np.ndarray]:
-        """Queue one request's images; the awaitable gives its logits, row for row.
+    def submit(self, images: Batch, deadline: float) -> Awaitable[np.ndarray]:
+        """Queue one request's images (pixels, or EncodedImages for a model that decodes on its
+        GPU); the awaitable gives its logits, row for row.
 
         Raises QueueFull or ModelNotReady at once, never waits for room."""
         if not self._accepting:
             raise ModelNotReady(f"model {self.model!r} is not accepting requests")
         limit = self.config.max_batch_size
-        chunks = [images[i : i + limit] for i in range(0, images.shape[0], limit)]
+        starts = range(0, len(images), limit)
+        chunks = [images[i : i + limit] for i in starts]
         if len(self._queue) + len(chunks) > self.config.max_queue_size:
             self._purge_abandoned()
         if len(self._queue) + len(chunks) > self.config.max_queue_size:
@@ -174,7 +197,11 @@ class DynamicBatcher:
                 self.retry_after_s,
             )
         loop = asyncio.get_running_loop()
-        items = [WorkItem(chunk, loop.create_future(), deadline) for chunk in chunks]
+        multi = len(images) > 1
+        items = [
+            WorkItem(chunk, loop.create_future(), deadline, first=i, multi=multi)
+            for i, chunk in zip(starts, chunks)
+        ]
         self._queue.extend(items)
         self.telemetry.queue_depth.set(len(self._queue))
         self._work.set()
@@ -297,8 +324,13 @@ class DynamicBatcher:
         offset = 0
         for it in items:
             rows = result.logits[offset : offset + it.size]
+            bad = _first_error(result.errors, offset, it) if result.errors else None
             offset += it.size
-            if not it.future.done():
+            if it.future.done():
+                continue
+            if bad is not None:
+                it.future.set_exception(bad)
+            else:
                 it.future.set_result(rows)
         self.telemetry.batch_done(
             n, queue_ns, result.input_ns, result.infer_ns, time.perf_counter_ns() - t_out,
@@ -338,6 +370,19 @@ class DynamicBatcher:
             if self.healthy and self._accepting:
                 self.telemetry.ready.set(1)
             log.warning("model %s: the stuck call returned; instance back at work", self.model)
+
+
+def _first_error(errors: dict[int, Exception], offset: int, item: WorkItem) -> Exception | None:
+    """The first image of this request (rows offset..offset+size) that could not be decoded."""
+    for row in range(offset, offset + item.size):
+        exc = errors.get(row)
+        if exc is None:
+            continue
+        if item.multi and isinstance(exc, ServeError):
+            message = f"image {item.first + row - offset}: {exc.message}"
+            exc = type(exc)(message)
+        return exc
+    return None
 
 
 def _ms_since(ns: int) -> int:

@@ -125,6 +125,14 @@ class PreprocessConfig(BaseModel):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     use_draft: bool = Field(True, description="Reduced-size JPEG decoding for large images.")
+    decode: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="Where images are decoded and resized. cpu: Pillow, per request, before "
+        "batching. gpu: the header is checked on the CPU, then baseline JPEGs travel encoded "
+        "to the backend, which batch-decodes them with nvJPEG, resizes and crops on its own "
+        "CUDA device and stream; other images are decoded on the CPU. Needs a CUDA device "
+        "and a torch backend (eager, torchscript). See docs/gpu.md.",
+    )
 
     @model_validator(mode="after")
     def _crop_fits(self) -> PreprocessConfig:
@@ -182,6 +190,11 @@ class ModelConfig(BaseModel):
     arch: str = "resnet50"
     backend: BackendName = "onnxruntime"
     device: str = "cpu"
+    devices: list[str] | Literal["all"] = Field(
+        default_factory=list,
+        description="Place the batching.instances round-robin over these CUDA devices "
+        "('cuda:N' each), or 'all' for every visible GPU. Empty: every instance on `device`.",
+    )
     precision: Precision = "fp32"
     version: str = "1"
     files: dict[str, str] = Field(
@@ -214,11 +227,38 @@ class ModelConfig(BaseModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
-        if value == "cpu" or value == "cuda" or (
-            value.startswith("cuda:") and value[5:].isdigit()
-        ):
-            return "cuda:0" if value == "cuda" else value
-        raise ValueError(f"device must be 'cpu' or 'cuda:N', not {value!r}")
+        return _normal_device(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, str):
+            return value
+        devices = [_normal_device(d) for d in value]
+        if any(not d.startswith("cuda") for d in devices):
+            raise ValueError(f"devices lists CUDA devices ('cuda:N'), not {value!r}")
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"devices lists a device twice: {value!r}")
+        return devices
+
+    @model_validator(mode="after")
+    def _check_gpu_options(self) -> ModelConfig:
+        if self.devices and not self.is_cuda:
+            raise ValueError(
+                f"devices {self.devices!r} places instances on GPUs, but device is "
+                f"{self.device!r}; set device to 'cuda'"
+            )
+        if self.input.decode == "gpu" and isinstance(self.devices, list) and len(self.devices) > 1:
+            raise ValueError(
+                "input.decode 'gpu' keeps a model on one GPU per process (torchvision has one "
+                "nvJPEG decoder per process): list one device, or run one server per GPU"
+            )
+        if self.input.decode == "gpu" and not self.is_cuda:
+            raise ValueError(
+                f"input.decode 'gpu' decodes on the model's CUDA device, but device is "
+                f"{self.device!r}; set device to 'cuda' or input.decode to 'cpu'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_labels(self) -> ModelConfig:
@@ -257,6 +297,12 @@ class ModelConfig(BaseModel):
         path = directory / CONFIG_FILE
         path.write_text(json.dumps(self.model_dump(mode="json"), indent=2) + "\n")
         return path
+
+
+def _normal_device(value: str) -> str:
+    if value == "cpu" or value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        return "cuda:0" if value == "cuda" else value
+    raise ValueError(f"device must be 'cpu' or 'cuda:N', not {value!r}")
 
 
 def read_model_config(directory: Path) -> ModelConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -59,8 +60,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
-    """Decode, upright (EXIF), RGB, resize the shorter side, centre-crop. uint8 (crop, crop, 3)."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Read the header only (no pixel is decoded): format, size, pixel limit."""
     if not data:
         raise InvalidInput("empty image: the body or part holds no bytes")
     try:
@@ -81,6 +82,13 @@ def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
         raise PayloadTooLarge(
             f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    return img
+
+
+def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
+    """Decode, upright (EXIF), RGB, resize the shorter side, centre-crop. uint8 (crop, crop, 3)."""
+    img = _open(data, max_pixels)
+    width, height = img.size
     try:
         if (
             cfg.use_draft
@@ -100,3 +108,53 @@ def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
         raise InvalidInput(
             f"image data is truncated or corrupt: {type(exc).__name__}: {exc}"
         ) from None
+
+
+# ------------------------------------------------------- GPU decoding (input.decode "gpu")
+EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """One image as the batcher carries it for a model that decodes on its GPU: either JPEG
+    bytes the backend decodes (and turns upright by `orientation`, EXIF 1-8), or pixels the
+    CPU already decoded (formats or JPEG flavours nvJPEG is not given)."""
+
+    data: bytes | None = None
+    orientation: int = 1
+    pixels: np.ndarray | None = None  # uint8 (crop, crop, 3)
+    width: int = 0  # as stored, before orientation
+    height: int = 0
+
+
+# What the batcher carries for one request: decoded pixels, or images still to decode.
+Batch = np.ndarray | list[EncodedImage]
+
+
+def gpu_decodable(img: Image.Image) -> bool:
+    """Baseline 3-component JPEGs go to nvJPEG. Progressive, CMYK/YCCK and greyscale JPEGs,
+    and every other format, are decoded on the CPU: they are rare, and keeping nvJPEG to
+    the one flavour it is fastest at keeps its failures rare too."""
+    return (
+        img.format == "JPEG"
+        and img.mode == "RGB"
+        and not img.info.get("progressive")
+        and not img.info.get("progression")
+    )
+
+
+def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> EncodedImage:
+    """For a model that decodes on the GPU: check the header on the CPU (the same 400/413
+    errors as decode()), read the EXIF orientation, and keep the bytes; images nvJPEG is
+    not given are decoded here, on the CPU, as decode() does."""
+    img = _open(data, max_pixels)
+    if not gpu_decodable(img):
+        return EncodedImage(pixels=decode(data, cfg, max_pixels))
+    try:
+        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a corrupt EXIF block: ImageOps.exif_transpose would
+        # raise on it too, so let decode() give the same answer as the CPU path
+        return EncodedImage(pixels=decode(data, cfg, max_pixels))
+    if orientation not in range(1, 9):
+        orientation = 1  # as ImageOps.exif_transpose: unknown values are ignored
+    return EncodedImage(data=data, orientation=orientation, width=img.width, height=img.height)

@@ -18,6 +18,7 @@ from app.batching import DynamicBatcher, bucket_sizes
 from app.config import ModelConfig
 from app.errors import ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
+from app.placement import instance_configs
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class ServedModel:
             "arch": cfg.arch,
             "backend": cfg.backend,
             "device": info.device if info else cfg.device,
+            "instance_devices": [b.active_device() for b in self.backends],
             "precision": cfg.precision,
             "providers": info.providers if info else [],
             "weights": cfg.weights,
@@ -81,6 +83,7 @@ class ServedModel:
                 "crop": cfg.input.crop,
                 "mean": list(cfg.input.mean),
                 "std": list(cfg.input.std),
+                "decode": cfg.input.decode,
             },
             "batching": {
                 **cfg.batching.model_dump(),
@@ -99,8 +102,8 @@ def _load_instances(config: ModelConfig) -> tuple[list[Backend], BackendInfo]:
     """Blocking: create, load and warm up every instance of one model."""
     backends: list[Backend] = []
     try:
-        for _ in range(config.batching.instances):
-            backend = create_backend(config)
+        for instance in instance_configs(config):
+            backend = create_backend(instance)
             backends.append(backend)
             backend.load()
             backend.warmup(bucket_sizes(config.batching.max_batch_size))

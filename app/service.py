@@ -2,6 +2,9 @@
 
 bytes -> decode (thread pool, per image, errors stay with the request) -> batcher.submit
 -> await rows (deadline, client disconnect) -> top-k.
+
+A model with input.decode "gpu" gets its headers checked here instead (same errors), and its
+JPEGs travel to the backend encoded; see app.preprocess.inspect and docs/gpu.md.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from app.config import Settings
 from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
 from app.postprocess import top_k
-from app.preprocess import decode
+from app.preprocess import Batch, EncodedImage, decode, inspect
 from app.repository import ModelRepository, ServedModel
 
 Disconnected = Callable[[], Awaitable[None]]
@@ -59,17 +62,21 @@ class DataPlane:
                 f"{count} images in one request; the limit is {self.settings.max_images_per_request}"
             )
 
-    async def decode_images(self, model: ServedModel, images: list[bytes]) -> np.ndarray:
-        """Decode every image of one request in parallel; the first bad one fails the request."""
+    async def decode_images(self, model: ServedModel, images: list[bytes]) -> Batch:
+        """Decode every image of one request in parallel; the first bad one fails the request.
+
+        For a model that decodes on its GPU: check every header (and decode what nvJPEG is not
+        given) instead, and return the list of EncodedImage the batcher carries."""
         self.check_image_count(len(images))
         loop = asyncio.get_running_loop()
         cfg, limit = model.config.input, self.settings.max_image_pixels
         timer = model.telemetry.preprocess
+        prepare = inspect if cfg.decode == "gpu" else decode
 
-        def one(data: bytes) -> np.ndarray:
+        def one(data: bytes) -> np.ndarray | EncodedImage:
             t0 = time.perf_counter()
             try:
-                return decode(data, cfg, limit)
+                return prepare(data, cfg, limit)
             finally:
                 timer.observe(time.perf_counter() - t0)
 
@@ -83,6 +90,8 @@ class DataPlane:
                     result.message = f"image {i}: {result.message}"
                     result.args = (result.message,)
                 raise result
+        if cfg.decode == "gpu":
+            return results  # type: ignore[return-value]
         if len(results) == 1:
             return results[0][None]  # type: ignore[index]
         return np.stack(results)  # type: ignore[arg-type]
@@ -90,19 +99,23 @@ class DataPlane:
     async def infer(
         self,
         model: ServedModel,
-        batch: np.ndarray,
+        batch: Batch,
         deadline: float,
         disconnected: Disconnected | None = None,
     ) -> np.ndarray:
-        """uint8 (N, H, W, 3) -> logits (N, C), within the deadline, cancelled if the client
-        leaves. Raises QueueFull / ModelNotReady at once, DeadlineExceeded, ClientGone."""
+        """uint8 (N, H, W, 3) (or N EncodedImage from decode_images) -> logits (N, C), within
+        the deadline, cancelled if the client leaves. Raises QueueFull / ModelNotReady at once,
+        DeadlineExceeded, ClientGone."""
         expected = (model.config.input.crop, model.config.input.crop, 3)
-        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
+        if isinstance(batch, list):
+            if not all(isinstance(im, EncodedImage) for im in batch):
+                raise TypeError("an image list must hold EncodedImage (from decode_images)")
+        elif batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
             raise InvalidInput(
                 f"model {model.name!r} takes uint8 images of shape {list(expected)}; "
                 f"got {batch.dtype} {list(batch.shape[1:])}"
             )
-        self.check_image_count(batch.shape[0])
+        self.check_image_count(len(batch))
         batcher = model.require_ready()
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -6,6 +6,7 @@ own device and precision: 4x fewer bytes cross to a GPU than float32 would.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -15,6 +16,9 @@ import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
+
+from app.config import PreprocessConfig
+from app.preprocess import EncodedImage
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet-mini")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -111,19 +115,56 @@ def quiet_torch() -> Iterator[None]:
         yield
 
 
+def require_cuda(device: str, why: str = "") -> None:
+    """Fail with a reason a person can act on, not torch's 'not compiled with CUDA'."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        build = f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}"
+        raise RuntimeError(
+            f"device {device!r}{why} needs CUDA, but torch.cuda.is_available() is False on this "
+            f"machine ({build}); use device 'cpu' with input.decode 'cpu', or run on a GPU host"
+        )
+    if device.startswith("cuda:"):
+        index, count = int(device[5:]), torch.cuda.device_count()
+        if index >= count:
+            raise RuntimeError(f"device {device!r}: this machine has {count} CUDA device(s)")
+
+
 class TorchRunner:
     """Runs a UInt8Classifier-like module on one device: pinned uint8 staging buffer, a CUDA
-    stream of its own (so several instances overlap copy and compute), inference mode."""
+    stream of its own (so several instances overlap copy and compute), inference mode.
 
-    def __init__(self, module: nn.Module, device: str, max_batch: int, image_shape: tuple[int, ...]):
+    Each backend instance owns one runner, and one runner serves one batch at a time (the
+    batcher gives every instance its own thread): the staging buffer is only refilled after
+    the previous batch's stream.synchronize(), so no async copy still reads it.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device: str,
+        max_batch: int,
+        image_shape: tuple[int, ...],
+        preprocess: PreprocessConfig | None = None,
+    ):
         self.module = module
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
+        self.preprocess = preprocess
         self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
         self.staging = (
             torch.empty((max_batch, *image_shape), dtype=torch.uint8).pin_memory()
             if self.cuda else None
         )
+
+    def _on_device(self) -> contextlib.AbstractContextManager[object]:
+        """This runner's device and stream (a thread's current device is not ours to assume:
+        instances may sit on different GPUs)."""
+        if not self.cuda:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.cuda.device(self.device))
+        stack.enter_context(torch.cuda.stream(self.stream))
+        return stack
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         host = torch.from_numpy(batch)
@@ -135,13 +176,28 @@ class TorchRunner:
             if n <= self.staging.shape[0]:
                 staged = self.staging[:n]
                 staged.copy_(host)
-            else:  # larger than planned: pin a copy once
-                staged = host.pin_memory()
-            with torch.cuda.stream(self.stream):
+            else:  # larger than max_batch_size (a direct caller, never the batcher): one-off
+                staged = host.pin_memory()  # pin_memory() already copies; no second copy_
+            with self._on_device():
                 x = staged.to(self.device, non_blocking=True)
                 out = self.module(x).to("cpu", non_blocking=True)
             self.stream.synchronize()
             return out.numpy()
+
+    def run_encoded(
+        self, images: list[EncodedImage], pad_to: int
+    ) -> tuple[np.ndarray, dict[int, Exception]]:
+        """Decode (nvJPEG on CUDA), resize, crop and infer on this runner's device and stream:
+        -> (logits of the pad_to rows, {row: error} of the images no decoder could read)."""
+        from app.gpu_decode import decode_batch
+
+        assert self.preprocess is not None, "run_encoded needs the model's input config"
+        with torch.inference_mode(), self._on_device():
+            x, errors = decode_batch(images, self.preprocess, self.device, pad_to)
+            out = self.module(x).to("cpu", non_blocking=self.cuda)
+        if self.stream is not None:
+            self.stream.synchronize()
+        return out.numpy(), errors
 
     def close(self) -> None:
         self.module = None  # type: ignore[assignment]

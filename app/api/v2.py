@@ -24,6 +24,7 @@ from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
 from app.api.recording import recorded
 from app.errors import InvalidInput, ModelNotFound
 from app.postprocess import softmax
+from app.preprocess import Batch
 from app.repository import ModelRepository, ServedModel
 from app.service import DataPlane
 
@@ -206,7 +207,7 @@ def _accepted(model: ServedModel) -> str:
 
 async def input_batch(
     dataplane: DataPlane, model: ServedModel, req: codec.InferRequest
-) -> np.ndarray:
+) -> Batch:
     """The request's one input -> uint8 (N, crop, crop, 3), the batch every backend takes."""
     if len(req.inputs) != 1 or req.inputs[0].name not in (schema.INPUT_PIXELS, schema.INPUT_FILES):
         names = ", ".join(repr(t.name) for t in req.inputs)

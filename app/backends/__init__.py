@@ -37,7 +37,13 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def create_backend(config: ModelConfig) -> Backend:
-    return backend_class(config.backend)(config)
+    cls = backend_class(config.backend)
+    if config.input.decode == "gpu" and not cls.gpu_decode:
+        raise ValueError(
+            f"backend {config.backend!r} cannot decode images on the GPU (input.decode 'gpu'); "
+            "use backend 'eager' or 'torchscript', or input.decode 'cpu'"
+        )
+    return cls(config)
 
 
 __all__ = [

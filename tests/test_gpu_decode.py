@@ -1,0 +1,383 @@
+"""GPU decoding (input.decode "gpu"), run on the CPU: decode_jpeg works on CPU tensors too, so
+the whole path (header check, EXIF orientation, resize + crop in torch, fallbacks, batching,
+HTTP) runs here; only nvJPEG itself and CUDA streams need a GPU (the last test)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import app.gpu_decode as gpu_decode
+from app.backends import create_backend
+from app.batching import DynamicBatcher
+from app.config import ModelConfig, PreprocessConfig, Settings
+from app.errors import InvalidInput, PayloadTooLarge
+from app.gpu_decode import decode_batch
+from app.main import create_app
+from app.metrics import Metrics
+from app.preprocess import EncodedImage, decode, inspect
+from app.repository import ModelRepository
+from app.torch_models import TorchRunner, build_arch, wrap
+from tests.conftest import app_client, encode, synthetic_photo
+from tests.fakes import REGISTRY, FakeBackend, expected_logits, fake_config
+
+CFG = PreprocessConfig()
+NO_DRAFT = PreprocessConfig(use_draft=False)
+LIMIT = 40_000_000
+
+
+def jpeg_with_orientation(img: Image.Image, orientation: int, **kw: object) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", exif=exif, quality=92, **kw)
+    return buf.getvalue()
+
+
+def gpu_path(datas: list[bytes], cfg: PreprocessConfig = NO_DRAFT, pad_to: int | None = None):  # type: ignore[no-untyped-def]
+    images = [inspect(d, cfg, LIMIT) for d in datas]
+    out, errors = decode_batch(images, cfg, "cpu", pad_to or len(images))
+    return out.numpy(), errors
+
+
+def close(a: np.ndarray, b: np.ndarray, max_diff: int = 2, mean_diff: float = 0.5) -> None:
+    diff = np.abs(a.astype(int) - b.astype(int))
+    assert diff.max() <= max_diff and diff.mean() <= mean_diff, (diff.max(), diff.mean())
+
+
+# ---------------------------------------------------------------------- header check
+def test_inspect_keeps_baseline_jpegs_encoded_and_decodes_the_rest_on_the_cpu(photo_jpeg: bytes) -> None:
+    img = inspect(photo_jpeg, CFG, LIMIT)
+    assert img.data is photo_jpeg and img.pixels is None
+    assert (img.width, img.height, img.orientation) == (512, 600, 1)
+
+    photo = synthetic_photo(1, (320, 240))
+    others = {
+        "png": encode(photo, "PNG"),
+        "webp": encode(photo, "WEBP"),
+        "progressive": encode(photo, "JPEG", progressive=True),
+        "cmyk": encode(photo.convert("CMYK"), "JPEG"),
+        "grey": encode(photo.convert("L"), "JPEG"),
+    }
+    for name, data in others.items():
+        got = inspect(data, CFG, LIMIT)
+        assert got.data is None and got.pixels is not None, name
+        np.testing.assert_array_equal(got.pixels, decode(data, CFG, LIMIT), err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 40, b"\x89PNG\r\n\x1a\n" + b"\x00" * 30],
+    ids=["empty", "text", "jpeg-magic-only", "png-magic-only"],
+)
+def test_inspect_gives_the_cpu_paths_errors(data: bytes) -> None:
+    with pytest.raises(InvalidInput) as want:
+        decode(data, CFG, LIMIT)
+    with pytest.raises(InvalidInput) as got:
+        inspect(data, CFG, LIMIT)
+    assert got.value.message == want.value.message
+
+
+def test_inspect_checks_the_pixel_limit_before_decoding() -> None:
+    data = encode(synthetic_photo(0, (400, 300)), "JPEG")
+    with pytest.raises(PayloadTooLarge, match="400x300"):
+        inspect(data, CFG, 400 * 300 - 1)
+
+
+# ---------------------------------------------------------------------- pixels
+def test_gpu_path_matches_pillow_on_real_photos(jpegs: list[bytes]) -> None:
+    out, errors = gpu_path(jpegs)
+    assert errors == {} and out.shape == (len(jpegs), 224, 224, 3)
+    for i, data in enumerate(jpegs):
+        close(out[i], decode(data, NO_DRAFT, LIMIT), max_diff=2, mean_diff=0.05)
+    # Pillow's draft mode (DCT scaling of large JPEGs) is a CPU shortcut: a few grey levels
+    big = encode(synthetic_photo(7, (1600, 1200)), quality=90)
+    out, _ = gpu_path([big], CFG)
+    close(out[0], decode(big, CFG, LIMIT), max_diff=8, mean_diff=0.5)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pillow_does(orientation: int) -> None:
+    data = jpeg_with_orientation(synthetic_photo(3, (400, 260)), orientation)
+    img = inspect(data, NO_DRAFT, LIMIT)
+    assert img.data is not None and img.orientation == orientation
+    out, errors = gpu_path([data], PreprocessConfig(resize=200, crop=180, use_draft=False))
+    want = decode(data, PreprocessConfig(resize=200, crop=180, use_draft=False), LIMIT)
+    assert errors == {}
+    close(out[0], want, max_diff=2, mean_diff=0.1)
+
+
+def test_mixed_batch_pads_with_zeros_and_keeps_each_image_in_its_row(jpegs: list[bytes]) -> None:
+    png = encode(synthetic_photo(5, (300, 200)), "PNG")
+    datas = [jpegs[1], png, jpegs[2]]
+    out, errors = gpu_path(datas, pad_to=5)
+    assert errors == {} and out.shape == (5, 224, 224, 3)
+    for i, data in enumerate(datas):
+        close(out[i], decode(data, NO_DRAFT, LIMIT))
+    assert not out[3:].any()
+
+
+def truncated_jpeg(jpegs: list[bytes]) -> bytes:
+    """A header Pillow accepts, then entropy-coded data cut short and garbled."""
+    good = jpegs[1]
+    return good[: len(good) // 3] + b"\x00\xff\x13" * 50
+
+
+def test_an_unreadable_jpeg_fails_alone(jpegs: list[bytes]) -> None:
+    bad = truncated_jpeg(jpegs)
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in (jpegs[1], bad, jpegs[2])]
+    assert images[1].data is not None  # the header passed: only decoding finds the fault
+    out, errors = decode_batch(images, NO_DRAFT, "cpu", 3)
+    # neither decode_jpeg nor Pillow can read it: its row is its own error, with Pillow's words
+    assert list(errors) == [1] and isinstance(errors[1], InvalidInput)
+    assert "truncated or corrupt" in errors[1].message  # type: ignore[attr-defined]
+    close(out[0].numpy(), decode(jpegs[1], NO_DRAFT, LIMIT))
+    close(out[2].numpy(), decode(jpegs[2], NO_DRAFT, LIMIT))
+
+
+def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = gpu_decode.decode_jpeg
+
+    def flaky(tensors, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(tensors))
+        if len(tensors) > 1 or bytes(tensors[0][-50:].tolist()) == b"\x00\xff\x13" * 16 + b"\x00\xff":
+            raise RuntimeError("nvjpeg: NVJPEG_STATUS_BAD_JPEG")
+        return real(tensors, **kw)
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", flaky)
+    datas = [jpegs[1], jpegs[3], jpegs[2]]
+    out, errors = gpu_path(datas)
+    assert errors == {} and calls == [3, 1, 1, 1]
+    for i, data in enumerate(datas):
+        close(out[i], decode(data, NO_DRAFT, LIMIT))
+
+    # an image the device decoder refuses alone goes to the CPU decoder (Pillow)
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", lambda t, **kw: (_ for _ in ()).throw(RuntimeError("no")))
+    out, errors = gpu_path(datas)
+    assert errors == {}
+    for i, data in enumerate(datas):
+        np.testing.assert_array_equal(out[i], decode(data, NO_DRAFT, LIMIT))
+
+
+def test_large_batches_are_decoded_in_chunks_of_bounded_pixels(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = [EncodedImage(pixels=np.zeros((224, 224, 3), np.uint8))] + [
+        inspect(d, NO_DRAFT, LIMIT) for d in jpegs
+    ]
+    sizes = [im.width * im.height for im in images[1:]]  # 307200, 307200, 150000, 786432, 50176
+    assert gpu_decode._chunks(images, 700_000) == [[1, 2], [3], [4], [5]]
+    assert gpu_decode._chunks(images, sum(sizes)) == [[1, 2, 3, 4, 5]]
+    monkeypatch.setattr(gpu_decode, "DECODE_CHUNK_PIXELS", 700_000)
+    out, errors = decode_batch(images, NO_DRAFT, "cpu", 6)
+    assert errors == {} and not out[0].any()
+    for i, data in enumerate(jpegs, start=1):
+        close(out[i].numpy(), decode(data, NO_DRAFT, LIMIT))
+
+
+def test_torch_runner_decodes_and_infers_in_one_call(jpegs: list[bytes]) -> None:
+    torch.manual_seed(0)
+    module = wrap(build_arch("resnet-mini", 10), CFG.mean, CFG.std, "cpu", "fp32")
+    runner = TorchRunner(module, "cpu", 4, (224, 224, 3), NO_DRAFT)
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in jpegs[:3]]
+    logits, errors = runner.run_encoded(images, 4)
+    assert errors == {} and logits.shape == (4, 10)
+    pixels, _ = decode_batch(images, NO_DRAFT, "cpu", 4)
+    np.testing.assert_allclose(logits, runner(pixels.numpy()), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- config and loading
+def test_config_validation() -> None:
+    ok = ModelConfig(name="m", backend="eager", device="cuda", input={"decode": "gpu"})
+    assert ok.input.decode == "gpu" and ok.device == "cuda:0"
+    assert ModelConfig(name="m").input.decode == "cpu"
+    with pytest.raises(ValueError, match="input.decode 'gpu' decodes on the model's CUDA device"):
+        ModelConfig(name="m", input={"decode": "gpu"})
+    with pytest.raises(ValueError):
+        ModelConfig(name="m", device="cuda", input={"decode": "nvjpeg"})
+
+
+def test_only_backends_that_decode_on_the_gpu_accept_it() -> None:
+    cfg = ModelConfig(name="m", backend="onnxruntime", device="cuda", input={"decode": "gpu"})
+    with pytest.raises(ValueError, match="'onnxruntime' cannot decode images on the GPU"):
+        create_backend(cfg)
+    assert create_backend(cfg.variant("e", backend="eager")).gpu_decode
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failure on a machine without CUDA")
+@pytest.mark.parametrize("backend", ["eager", "torchscript"])
+async def test_gpu_decode_without_cuda_fails_to_load_with_its_reason(backend: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = ModelConfig(name="m", backend=backend, device="cuda", input={"decode": "gpu"})
+    cfg.directory = tmp_path
+    repo = ModelRepository([cfg], Metrics())
+    await repo.load_all()
+    model = repo.get("m")
+    assert model.state == "failed" and not repo.ready
+    assert "input.decode 'gpu'" in (model.reason or "")
+    assert "torch.cuda.is_available() is False" in (model.reason or "")
+
+
+# ---------------------------------------------------------------------- batching, HTTP
+class FakeGpuBackend(FakeBackend):
+    """The fake's logits (a function of each image's mean), fed by the real decode path."""
+
+    gpu_decode = True
+    name = "fake-gpu"
+    seen: list[int] = []
+
+    def infer_encoded(self, images: list[EncodedImage], pad_to: int):  # type: ignore[no-untyped-def]
+        FakeGpuBackend.seen.append(len(images))
+        out, errors = decode_batch(images, self.config.input, "cpu", pad_to)
+        return expected_logits(out.numpy(), self.config.num_classes), errors
+
+
+def grey(value: int, fmt: str = "JPEG") -> bytes:
+    return encode(Image.new("RGB", (300, 240), (value, value, value)), fmt)
+
+
+def gpu_fake_config(name: str = "fakegpu") -> ModelConfig:
+    return fake_config(name, backend="fake-gpu", device="cuda", input={"decode": "gpu"})
+
+
+async def test_one_bad_image_fails_only_its_request(jpegs: list[bytes]) -> None:
+    """Three requests share one batch; the one whose JPEG no decoder can read gets 400."""
+    cfg = gpu_fake_config()
+    metrics = Metrics()
+    backend = FakeGpuBackend(cfg)
+    batcher = DynamicBatcher("m", [backend], cfg.batching, metrics.for_model("m"))
+    FakeGpuBackend.seen.clear()
+    bad = EncodedImage(data=b"\xff\xd8 definitely not a jpeg body")
+    requests = [
+        [inspect(grey(40), cfg.input, LIMIT)],
+        [inspect(grey(90), cfg.input, LIMIT), bad],
+        np.full((1, 224, 224, 3), 150, np.uint8),  # V2 pixels, beside encoded images
+    ]
+    batcher.start()  # the worker first runs at the next await: all three are queued by then
+    futures = [batcher.submit(r, time.monotonic() + 10) for r in requests]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    await batcher.close()
+    assert FakeGpuBackend.seen == [4]  # one batch
+    assert int(np.argmax(results[0][0])) in (39, 40, 41)  # type: ignore[index]
+    assert isinstance(results[1], InvalidInput) and results[1].message.startswith("image 1: ")
+    assert int(np.argmax(results[2][0])) == 150  # type: ignore[index]
+
+
+async def test_http_classify_with_gpu_decode() -> None:
+    REGISTRY["fake-gpu"] = f"{__name__}:FakeGpuBackend"
+    app = create_app(Settings(max_image_pixels=1_000_000), configs=[gpu_fake_config()], metrics=Metrics())
+    async with app_client(app) as client:
+        files = [("images", (f"{v}", grey(v, fmt), "image/x")) for v, fmt in
+                 ((30, "JPEG"), (200, "PNG"), (120, "JPEG"))]
+        r = await client.post("/v1/models/fakegpu/classify?top_k=1", files=files)
+        assert r.status_code == 200, r.text
+        tops = [row[0]["index"] for row in r.json()["predictions"]]
+        assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120))), tops
+
+        r = await client.post("/v1/models/fakegpu/classify", content=b"GIF89a broken",
+                              headers={"Content-Type": "image/gif"})
+        assert r.status_code == 400 and "error" in r.json()
+        huge = encode(Image.new("RGB", (1200, 1000)), "JPEG")
+        r = await client.post("/v1/models/fakegpu/classify", content=huge,
+                              headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 413, r.text
+        r = await client.get("/v1/models/fakegpu")
+        assert r.json()["input"]["decode"] == "gpu"
+
+
+def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
+    from app.backends.base import Backend
+
+    backend = FakeBackend(gpu_fake_config("warm"))
+    Backend.warmup(backend, [1, 2, 4])  # the base class's warm-up, which the fake skips
+    # pixels at each size, then a decoded JPEG at each size (the default infer_encoded)
+    assert backend._b().batches == [1, 2, 4, 1, 2, 4]
+
+
+# ---------------------------------------------------------------------- the real thing
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
+def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in jpegs]
+    images.append(inspect(jpeg_with_orientation(synthetic_photo(2, (400, 260)), 6), NO_DRAFT, LIMIT))
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out, errors = decode_batch(images, NO_DRAFT, "cuda", len(images) + 1)
+    stream.synchronize()
+    assert errors == {} and out.device.type == "cuda"
+    cpu, _ = decode_batch(images, NO_DRAFT, "cpu", len(images) + 1)
+    # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a few grey levels
+    close(out.cpu().numpy(), cpu.numpy(), max_diff=12, mean_diff=1.5)
+
+    module = wrap(build_arch("resnet-mini", 10), CFG.mean, CFG.std, "cuda:0", "fp16")
+    runner = TorchRunner(module, "cuda:0", 8, (224, 224, 3), NO_DRAFT)
+    logits, errors = runner.run_encoded(images, 8)
+    assert errors == {} and logits.shape == (8, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
+async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+    """The eager ResNet-18 on cuda:0 with two instances (a stream each), over HTTP."""
+    from app.config import read_model_config
+
+    base = read_model_config(models_repo / "resnet18")
+    gpu = base.variant(
+        "gpu", backend="eager", device="cuda", precision="fp16",
+        input={**base.input.model_dump(), "decode": "gpu"},
+        batching={**base.batching.model_dump(), "instances": 2, "max_batch_size": 8},
+    )
+    cpu = gpu.variant("cpu", input={**gpu.input.model_dump(), "decode": "cpu"})
+    app = create_app(Settings(), configs=[gpu, cpu], metrics=Metrics())
+    async with app_client(app) as client:
+        backends = app.state.repository.get("gpu").backends
+        assert len({id(b._runner.stream) for b in backends}) == 2  # a stream per instance
+        png = encode(synthetic_photo(4, (300, 200)), "PNG")
+        files = [("images", (f"{i}", d, "image/jpeg")) for i, d in enumerate([*jpegs, png])]
+        got = await client.post("/v1/models/gpu/classify?top_k=1", files=files)
+        want = await client.post("/v1/models/cpu/classify?top_k=1", files=files)
+        assert got.status_code == 200 and want.status_code == 200, (got.text, want.text)
+        # a JPEG whose header passes and whose data is garbled: 400, as on the CPU path (if
+        # nvJPEG decodes garbage without an error, this is where it shows)
+        bad = await client.post("/v1/models/gpu/classify", content=truncated_jpeg(jpegs),
+                                headers={"Content-Type": "image/jpeg"})
+        assert bad.status_code == 400, bad.text
+
+
+# ---------------------------------------------------------------------- the benchmark script
+def _benchmark():  # type: ignore[no-untyped-def]
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_pipeline.py"
+    spec = importlib.util.spec_from_file_location("gpu_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _benchmark().main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "figures.json"
+    args = ["--device", "cpu", "--arch", "resnet-mini", "--batch-sizes", "2", "--num-images", "3",
+            "--seconds", "0", "--warmup", "0", "--crop", "64", "--resize", "72", "--json", str(out),
+            "--instances", "1", "2"]
+    assert _benchmark().main(args) == 0
+    import json
+
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["batch"] == 2 and all(
+        row[k] > 0 for k in ("decode_resize", "model_eager", "pipeline_eager", "pipeline_eager_x2")
+    )
