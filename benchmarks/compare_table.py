@@ -1,8 +1,9 @@
 """Side-by-side table (and plot) of the systems measured in one sitting.
 
 Reads a results folder written by torchserve_compare.sh:
-  <system>__c<N>.json       `resnet-serve bench` output (one closed-loop step)
-  <system>__c<N>.wrk.json   wrk's WRK_JSON line (benchmarks/wrk_post_image.lua), if wrk ran
+  <system>__c<N>.r<R>.json       `resnet-serve bench` output (one closed-loop step, round R)
+  <system>__c<N>.r<R>.wrk.json   wrk's WRK_JSON line (benchmarks/wrk_post_image.lua), if wrk ran
+Over several rounds, each figure is the median of the rounds (errors are summed).
 
     python benchmarks/compare_table.py RESULTS_DIR [--baseline-prefix torchserve]
 """
@@ -12,11 +13,36 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-NAME = re.compile(r"^(?P<system>.+)__c(?P<c>\d+)(?P<wrk>\.wrk)?\.json$")
+NAME = re.compile(r"^(?P<system>.+)__c(?P<c>\d+)(?:\.r(?P<round>\d+))?(?P<wrk>\.wrk)?\.json$")
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def merge_rounds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["client"], r["concurrency"]), []).append(r)
+    merged = []
+    for (system, client, c), rs in groups.items():
+        errors: dict[str, int] = {}
+        for r in rs:
+            for k, v in r["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+        merged.append({
+            "system": system, "client": client, "concurrency": c, "rounds": len(rs),
+            "images_per_s": median([r["images_per_s"] for r in rs]) or 0.0,
+            "p50_ms": median([r["p50_ms"] for r in rs]), "p99_ms": median([r["p99_ms"] for r in rs]),
+            "images_per_s_each": [round(r["images_per_s"], 2) for r in rs], "errors": errors,
+        })
+    return merged
 
 
 def load(folder: Path) -> list[dict[str, Any]]:
@@ -40,7 +66,7 @@ def load(folder: Path) -> list[dict[str, Any]]:
                     "images_per_s": s["images_per_s"], "p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"],
                     "p99_9_ms": s.get("p99_9_ms"), "errors": s["errors"],
                 })
-    return rows
+    return merge_rounds(rows)
 
 
 def fmt(v: float | None, spec: str = ".1f") -> str:
@@ -48,11 +74,13 @@ def fmt(v: float | None, spec: str = ".1f") -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    out = [f"{'conc':>5}  {'system':<22}{'client':<7}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}  errors"]
+    out = [f"{'conc':>5}  {'system':<22}{'client':<7}{'img/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
+           f"  {'img/s each round':<20}errors"]
     for r in sorted(rows, key=lambda r: (r["concurrency"], r["system"], r["client"])):
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
         out.append(f"{r['concurrency']:>5}  {r['system']:<22}{r['client']:<7}"
-                   f"{fmt(r['images_per_s']):>8}{fmt(r['p50_ms']):>9}{fmt(r['p99_ms']):>9}  {errors}")
+                   f"{fmt(r['images_per_s']):>8}{fmt(r['p50_ms']):>9}{fmt(r['p99_ms']):>9}"
+                   f"  {' '.join(map(str, r['images_per_s_each'])):<20}{errors}")
     return "\n".join(out)
 
 
