@@ -222,7 +222,8 @@ class LoadGenerator:
                         counted = True
                     conn, status, sample = await self._exchange(conn, self._request())
                     done = self.clock()
-                    if counted if count is not None else measure_start <= done <= end:
+                    in_window = measure_start <= done <= end
+                    if counted if count is not None else in_window:
                         self._record(step, status, done - t0, sample)
                         last_done = max(last_done, done)
                     if conn is None and isinstance(status, str):
