@@ -11,6 +11,8 @@ import pytest
 
 from app.cli import main
 
+# no drain period when the fixture stops the server: nothing is in flight by then
+FAST_STOP = {"RESNET_SERVE_SHUTDOWN_GRACE_S": "0"}
 pytestmark = pytest.mark.e2e
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +43,7 @@ def test_closed_loop_against_a_real_server(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server = start_server(models_repo)
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "results.json"
 
     assert (
@@ -137,7 +139,7 @@ def test_open_loop_and_multipart(
     image_dir: Path,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    server = start_server(models_repo)
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "open.json"
 
     assert (
@@ -205,7 +207,7 @@ def test_v2_modes(
     tmp_path: Path,
 ) -> None:
     """The KServe V2 binary requests (BYTES image_bytes, or UINT8 images) are accepted."""
-    server = start_server(models_repo)
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "v2.json"
 
     assert (
