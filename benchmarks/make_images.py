@@ -39,7 +39,9 @@ def synthetic_photo(seed: int, size: tuple[int, int]) -> Image.Image:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("out", type=Path)
     p.add_argument("--count", type=int, default=32, help="synthetic images besides the photo")
     p.add_argument("--from", dest="source", type=Path, help="copy the JPEGs of this folder instead")

@@ -22,6 +22,8 @@
 #   TS_BATCH_SIZES  TorchServe batch sizes, each registered as its own model ("1"; "1 8")
 #   TS_WORKERS      TorchServe workers per model (1); TS_MAX_BATCH_DELAY ms (10)
 #   WRK             1 to also run wrk (default: 1 when wrk is installed)
+#   ROUNDS          repeat the whole sequence (1); the table shows the median over rounds
+#   SETTLE          seconds of quiet after each step, once its backlog is drained (2)
 #   RS_PORT TS_PORT TS_MGMT_PORT TS_METRICS_PORT  (8000 8080 8081 8082)
 set -euo pipefail
 
@@ -43,6 +45,8 @@ TS_PORT="${TS_PORT:-8080}"
 TS_MGMT_PORT="${TS_MGMT_PORT:-8081}"
 TS_METRICS_PORT="${TS_METRICS_PORT:-8082}"
 OUT="${OUT:-$WORK/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+ROUNDS="${ROUNDS:-1}"
+SETTLE="${SETTLE:-2}"
 if [[ -z "${WRK:-}" ]]; then if command -v wrk >/dev/null; then WRK=1; else WRK=0; fi; fi
 
 TS_VENV="$WORK/ts-venv"
@@ -161,29 +165,43 @@ done
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "duration per step: ${DURATION}s, warm-up ${WARMUP}s, concurrency $CONCURRENCY, wrk: $WRK"
+  echo "duration per step: ${DURATION}s, warm-up ${WARMUP}s, concurrency $CONCURRENCY, wrk: $WRK, rounds: $ROUNDS"
   echo "TorchServe 0.12 batch sizes: $TS_BATCH_SIZES, workers $TS_WORKERS, max_batch_delay ${TS_MAX_BATCH_DELAY}ms"
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   lscpu | head -20
 } >"$OUT/machine.txt"
 
 # --- the load, alternating systems at each concurrency ---------------------------------------
+# After every step, one more request through the same endpoint: it is answered only once the
+# work queued before it is done (wrk hangs up on its open requests, and TorchServe finishes
+# them anyway), so no step inherits the previous one's backlog. Then SETTLE seconds for idle
+# thread pools to stop spinning.
+drain() {
+  curl -s -o /dev/null --max-time 300 -X POST -H 'Content-Type: image/jpeg' \
+    --data-binary "@$IMAGES/grace_hopper.jpg" "http://127.0.0.1:$1$2" || true
+  sleep "$SETTLE"
+}
 IMAGE_FILES=("$IMAGES"/*.jpg)
-for c in ${CONCURRENCY//,/ }; do
-  for spec in "${TS_SYSTEMS[@]}" "${RS_SYSTEMS[@]}"; do
-    IFS=: read -r system port path model <<<"$spec"
-    log "$system  concurrency $c"
-    (cd "$ROOT" && "$PYTHON" -m app.cli bench --url "http://127.0.0.1:$port" --model "$model" \
-      --path "$path" --images "$IMAGES" --mode raw --concurrency "$c" --duration "$DURATION" \
-      --warmup "$WARMUP" --label "$system" --out "$OUT/${system}__c$c.json" --plot "$OUT/${system}__c$c.png")
-    if [[ "$WRK" == 1 ]]; then
-      threads=$(( c < 2 ? c : 2 ))
-      wrk -t"$threads" -c"$c" -d"${DURATION%.*}s" --timeout 60s --latency \
-        -s "$ROOT/benchmarks/wrk_post_image.lua" "http://127.0.0.1:$port$path" -- "${IMAGE_FILES[@]}" \
-        >"$OUT/${system}__c$c.wrk.txt" 2>&1 || true
-      grep '^WRK_JSON ' "$OUT/${system}__c$c.wrk.txt" | sed 's/^WRK_JSON //' >"$OUT/${system}__c$c.wrk.json" \
-        || { echo "wrk failed for $system c=$c:"; tail -5 "$OUT/${system}__c$c.wrk.txt"; rm -f "$OUT/${system}__c$c.wrk.json"; }
-    fi
+for round in $(seq 1 "$ROUNDS"); do
+  for c in ${CONCURRENCY//,/ }; do
+    for spec in "${TS_SYSTEMS[@]}" "${RS_SYSTEMS[@]}"; do
+      IFS=: read -r system port path model <<<"$spec"
+      name="${system}__c$c.r$round"
+      log "round $round/$ROUNDS: $system  concurrency $c"
+      (cd "$ROOT" && "$PYTHON" -m app.cli bench --url "http://127.0.0.1:$port" --model "$model" \
+        --path "$path" --images "$IMAGES" --mode raw --concurrency "$c" --duration "$DURATION" \
+        --warmup "$WARMUP" --label "$system" --out "$OUT/$name.json" --plot "$OUT/$name.png")
+      drain "$port" "$path"
+      if [[ "$WRK" == 1 ]]; then
+        threads=$(( c < 2 ? c : 2 ))
+        wrk -t"$threads" -c"$c" -d"${DURATION%.*}s" --timeout 60s --latency \
+          -s "$ROOT/benchmarks/wrk_post_image.lua" "http://127.0.0.1:$port$path" -- "${IMAGE_FILES[@]}" \
+          >"$OUT/$name.wrk.txt" 2>&1 || true
+        grep '^WRK_JSON ' "$OUT/$name.wrk.txt" | sed 's/^WRK_JSON //' >"$OUT/$name.wrk.json" \
+          || { echo "wrk failed for $system c=$c:"; tail -5 "$OUT/$name.wrk.txt"; rm -f "$OUT/$name.wrk.json"; }
+        drain "$port" "$path"
+      fi
+    done
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"

@@ -23,7 +23,9 @@ from app.torch_models import build_arch
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("model_dir", type=Path, help="a resnet-serve export with an eager state_dict")
     p.add_argument("out", type=Path, help="TorchScript file to write")
     args = p.parse_args(argv)

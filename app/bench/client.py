@@ -141,7 +141,9 @@ class LoadGenerator:
     def _request(self) -> bytes:
         return self.requests[next(self._next) % len(self.requests)]
 
-    async def _exchange(self, conn: Connection | None, request: bytes) -> tuple[Connection | None, int | str, str]:
+    async def _exchange(
+        self, conn: Connection | None, request: bytes
+    ) -> tuple[Connection | None, int | str, str]:
         """Send one request (opening a connection if needed). Returns the connection to reuse
         (None if it is closed), the status or failure kind, and an error body sample."""
         try:
@@ -220,7 +222,8 @@ class LoadGenerator:
                         counted = True
                     conn, status, sample = await self._exchange(conn, self._request())
                     done = self.clock()
-                    if counted if count is not None else measure_start <= done <= end:
+                    in_window = measure_start <= done <= end
+                    if counted if count is not None else in_window:
                         self._record(step, status, done - t0, sample)
                         last_done = max(last_done, done)
                     if conn is None and isinstance(status, str):
@@ -234,8 +237,12 @@ class LoadGenerator:
             try:
                 # Requests still open at the end are answered (not counted) rather than cut
                 # off: a hang-up would leave the server working on them into the next step.
-                await asyncio.wait(tasks, timeout=None if duration is None
-                                   else max(0.0, end - self.clock()) + self.timeout + 1.0)
+                await asyncio.wait(
+                    tasks,
+                    timeout=None
+                    if duration is None
+                    else max(0.0, end - self.clock()) + self.timeout + 1.0,
+                )
             finally:
                 for t in tasks:
                     t.cancel()

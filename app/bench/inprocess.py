@@ -36,7 +36,8 @@ def model_config(
     """The model's config.json, with the overrides asked for and room for the largest batch."""
     cfg = read_model_config(model_dir)
     overrides: dict[str, Any] = {
-        k: v for k, v in {"backend": backend, "precision": precision, "device": device}.items()
+        k: v
+        for k, v in {"backend": backend, "precision": precision, "device": device}.items()
         if v is not None
     }
     largest = max(batch_sizes)

@@ -18,7 +18,9 @@ class Progress:
     Silent when the stream is not a terminal (logs stay clean) unless `force` is set.
     """
 
-    def __init__(self, stream: TextIO | None = None, force: bool | None = None, interval: float = 0.25):
+    def __init__(
+        self, stream: TextIO | None = None, force: bool | None = None, interval: float = 0.25
+    ):
         self.stream = stream or sys.stderr
         self.enabled = force if force is not None else self.stream.isatty()
         self.interval = interval
@@ -44,7 +46,9 @@ class Progress:
             while True:
                 elapsed = time.perf_counter() - float(state["start"] or 0.0)
                 total = state.get("total")
-                text = self.line(step, str(state["phase"]), elapsed, float(total) if total else None)
+                text = self.line(
+                    step, str(state["phase"]), elapsed, float(total) if total else None
+                )
                 self.stream.write("\r" + text + "\x1b[K")
                 self.stream.flush()
                 await asyncio.sleep(self.interval)

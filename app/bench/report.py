@@ -97,11 +97,22 @@ def plot(path: Path, summaries: list[dict[str, Any]], title: str) -> None:
         points.sort(key=lambda s: s["images_per_s"])
         x = [s["images_per_s"] for s in points]
         for key, style in (("p50_ms", "-"), ("p99_ms", "--")):
-            ax.plot(x, [s[key] for s in points], style, marker=marker, color=color,
-                    label=f"{loop} loop {key.split('_')[0]}")
+            ax.plot(
+                x,
+                [s[key] for s in points],
+                style,
+                marker=marker,
+                color=color,
+                label=f"{loop} loop {key.split('_')[0]}",
+            )
         for s in points:
-            ax.annotate(s["label"], (s["images_per_s"], s["p99_ms"]), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+            ax.annotate(
+                s["label"],
+                (s["images_per_s"], s["p99_ms"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
     ax.set_xlabel("achieved throughput (images/s)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
@@ -119,8 +130,10 @@ def plot(path: Path, summaries: list[dict[str, Any]], title: str) -> None:
 
 def format_inprocess(rows: list[dict[str, Any]]) -> str:
     """Per batch size; the minimum shows what an uncontended CPU can do on a shared machine."""
-    lines = [f"{'batch':>6}{'iters':>7}{'ms/batch p50':>14}{'p90':>9}{'min':>9}"
-             f"{'ms/image':>10}{'img/s':>9}{'img/s best':>12}"]
+    lines = [
+        f"{'batch':>6}{'iters':>7}{'ms/batch p50':>14}{'p90':>9}{'min':>9}"
+        f"{'ms/image':>10}{'img/s':>9}{'img/s best':>12}"
+    ]
     for r in rows:
         lines.append(
             f"{r['batch_size']:>6}{r['iterations']:>7}{r['p50_ms']:>14.2f}{r['p90_ms']:>9.2f}"

@@ -50,8 +50,12 @@ def run_served(args: argparse.Namespace) -> int:
     requests = [http_request(target, b, args.header) for b in bodies]
     duration = None if args.requests is not None else args.duration
     gen = LoadGenerator(
-        target.host, target.port, requests, images_per_request=args.images_per_request,
-        timeout=args.timeout, progress=Progress(force=args.progress),
+        target.host,
+        target.port,
+        requests,
+        images_per_request=args.images_per_request,
+        timeout=args.timeout,
+        progress=Progress(force=args.progress),
     )
     label = args.label or f"{args.model} at {args.url}"
     print(
@@ -71,8 +75,11 @@ def run_served(args: argparse.Namespace) -> int:
         if step_summary["error_samples"]:
             print(report.format_error_samples(step_summary), flush=True)
         if step_summary.get("max_send_lag_ms", 0) > 50:
-            print(f"  warning: the client fell {step_summary['max_send_lag_ms']:.0f} ms behind "
-                  "its arrival schedule (client-bound?)", flush=True)
+            print(
+                f"  warning: the client fell {step_summary['max_send_lag_ms']:.0f} ms behind "
+                "its arrival schedule (client-bound?)",
+                flush=True,
+            )
 
     async def steps() -> None:
         nonlocal peak
@@ -97,12 +104,21 @@ def run_served(args: argparse.Namespace) -> int:
                 peak = max(x["ok_per_s"] or 0.0 for x in measured)
                 if not peak:
                     raise RuntimeError("no request succeeded while measuring the peak")
-            print(f"peak {peak:.1f} requests/s; open loop at "
-                  f"{', '.join(f'{f:g}' for f in args.rate_fraction)} of it", flush=True)
+            print(
+                f"peak {peak:.1f} requests/s; open loop at "
+                f"{', '.join(f'{f:g}' for f in args.rate_fraction)} of it",
+                flush=True,
+            )
             rates += [round(f * peak, 2) for f in args.rate_fraction]
         for r in rates:
-            s = await gen.open_loop(r, duration, args.requests, args.warmup,
-                                    max_connections=args.max_connections, seed=args.seed)
+            s = await gen.open_loop(
+                r,
+                duration,
+                args.requests,
+                args.warmup,
+                max_connections=args.max_connections,
+                seed=args.seed,
+            )
             show(report.clean(s.summary()))
 
     try:
@@ -138,7 +154,11 @@ def run_served(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
     plot_path = args.plot or (args.out.with_suffix(".png") if args.out else None)
     if plot_path:
-        report.plot(plot_path, summaries, f"{label}: {args.mode}, {args.images_per_request} image(s)/request")
+        report.plot(
+            plot_path,
+            summaries,
+            f"{label}: {args.mode}, {args.images_per_request} image(s)/request",
+        )
         print(f"wrote {plot_path}")
     return 0
 
@@ -153,9 +173,12 @@ def run_in_process(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     pixels = decode_all(images, cfg) if images else None
-    print(f"in-process {cfg.name}: backend={cfg.backend} precision={cfg.precision} "
-          f"device={cfg.device} batch sizes {','.join(map(str, args.batch_sizes))}, "
-          f"{args.min_time:g} s each", flush=True)
+    print(
+        f"in-process {cfg.name}: backend={cfg.backend} precision={cfg.precision} "
+        f"device={cfg.device} batch sizes {','.join(map(str, args.batch_sizes))}, "
+        f"{args.min_time:g} s each",
+        flush=True,
+    )
     header_printed = False
 
     def on_row(row: dict[str, Any]) -> None:
@@ -165,17 +188,23 @@ def run_in_process(args: argparse.Namespace) -> int:
         header_printed = True
 
     try:
-        info, rows = bench_backend(cfg, args.batch_sizes, args.min_time, pixels=pixels, on_row=on_row)
+        info, rows = bench_backend(
+            cfg, args.batch_sizes, args.min_time, pixels=pixels, on_row=on_row
+        )
     except Exception as exc:  # noqa: BLE001 - a backend that cannot load is a clear failure
         return _fail(f"backend {cfg.backend} failed: {type(exc).__name__}: {exc}")
-    print(f"providers: {', '.join(info['providers'])}; load {info['load_s']:.2f} s, "
-          f"warm-up {info['warmup_s']:.2f} s")
+    print(
+        f"providers: {', '.join(info['providers'])}; load {info['load_s']:.2f} s, "
+        f"warm-up {info['warmup_s']:.2f} s"
+    )
     decode_row = None
     if images:
         decode_row = bench_decode(images, cfg, args.min_time)
-        print(f"decode (app.preprocess.decode, one thread, {decode_row['files']} files): "
-              f"p50 {decode_row['p50_ms']:.2f} ms/image, mean {decode_row['mean_ms']:.2f} ms, "
-              f"{decode_row['images_per_s_per_core']:.0f} images/s per core")
+        print(
+            f"decode (app.preprocess.decode, one thread, {decode_row['files']} files): "
+            f"p50 {decode_row['p50_ms']:.2f} ms/image, mean {decode_row['mean_ms']:.2f} ms, "
+            f"{decode_row['images_per_s_per_core']:.0f} images/s per core"
+        )
     if args.out:
         meta = {
             "kind": "in-process",

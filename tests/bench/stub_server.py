@@ -58,16 +58,23 @@ class StubServer:
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
                 reason = b"OK" if reply.status == 200 else b"X"
-                lines = [b"HTTP/1.1 %d %s" % (reply.status, reason), b"Content-Type: application/json"]
+                lines = [
+                    b"HTTP/1.1 %d %s" % (reply.status, reason),
+                    b"Content-Type: application/json",
+                ]
                 if reply.close:
                     lines.append(b"Connection: close")
                 if reply.chunked:
                     lines.append(b"Transfer-Encoding: chunked")
                     half = len(reply.body) // 2
-                    payload = b"".join(
-                        b"%x\r\n%s\r\n" % (len(part), part)
-                        for part in (reply.body[:half], reply.body[half:]) if part
-                    ) + b"0\r\n\r\n"
+                    payload = (
+                        b"".join(
+                            b"%x\r\n%s\r\n" % (len(part), part)
+                            for part in (reply.body[:half], reply.body[half:])
+                            if part
+                        )
+                        + b"0\r\n\r\n"
+                    )
                 else:
                     lines.append(b"Content-Length: %d" % len(reply.body))
                     payload = reply.body

@@ -11,23 +11,55 @@ import pytest
 
 from app.cli import main
 
+# no drain period when the fixture stops the server: nothing is in flight by then
+FAST_STOP = {"RESNET_SERVE_SHUTDOWN_GRACE_S": "0"}
 pytestmark = pytest.mark.e2e
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def bench(server, image_dir: Path, out: Path, *args: str) -> int:  # type: ignore[no-untyped-def]
-    return main(["bench", "--url", server.url, "--images", str(image_dir), "--out", str(out),
-                 "--warmup", "0", "--no-progress", *args])
+    return main(
+        [
+            "bench",
+            "--url",
+            server.url,
+            "--images",
+            str(image_dir),
+            "--out",
+            str(out),
+            "--warmup",
+            "0",
+            "--no-progress",
+            *args,
+        ]
+    )
 
 
-def test_closed_loop_against_a_real_server(start_server, models_repo: Path, image_dir: Path,  # type: ignore[no-untyped-def]
-                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    server = start_server(models_repo)
+def test_closed_loop_against_a_real_server(
+    start_server,
+    models_repo: Path,
+    image_dir: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "results.json"
 
-    assert bench(server, image_dir, out, "--model", "resnet18", "--concurrency", "1,4",
-                 "--requests", "12") == 0
+    assert (
+        bench(
+            server,
+            image_dir,
+            out,
+            "--model",
+            "resnet18",
+            "--concurrency",
+            "1,4",
+            "--requests",
+            "12",
+        )
+        == 0
+    )
 
     doc = json.loads(out.read_text())
     steps = {s["label"]: s for s in doc["steps"]}
@@ -46,16 +78,44 @@ def test_closed_loop_against_a_real_server(start_server, models_repo: Path, imag
 
     # an unknown model: every answer counted under its status, with what the server said
     errors = tmp_path / "errors.json"
-    assert bench(server, image_dir, errors, "--model", "no-such-model", "--concurrency", "2",
-                 "--requests", "10", "--mode", "multipart", "--images-per-request", "2") == 0
+    assert (
+        bench(
+            server,
+            image_dir,
+            errors,
+            "--model",
+            "no-such-model",
+            "--concurrency",
+            "2",
+            "--requests",
+            "10",
+            "--mode",
+            "multipart",
+            "--images-per-request",
+            "2",
+        )
+        == 0
+    )
     (step,) = json.loads(errors.read_text())["steps"]
     assert step["ok"] == 0 and step["errors"] == {"404": 10}
     assert "no-such-model" in step["error_samples"]["404"]
     assert step["p50_ms"] is None
     assert errors.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
     # a duration step: in-flight requests at its end are answered, never cut off (no 499)
-    assert bench(server, image_dir, tmp_path / "d.json", "--model", "resnet18",
-                 "--concurrency", "4", "--duration", "1") == 0
+    assert (
+        bench(
+            server,
+            image_dir,
+            tmp_path / "d.json",
+            "--model",
+            "resnet18",
+            "--concurrency",
+            "4",
+            "--duration",
+            "1",
+        )
+        == 0
+    )
     (step,) = json.loads((tmp_path / "d.json").read_text())["steps"]
     assert step["ok"] > 0 and step["duration_s"] == 1.0
     assert served(server, "499") == 0
@@ -64,19 +124,42 @@ def test_closed_loop_against_a_real_server(start_server, models_repo: Path, imag
 def served(server, code: str) -> float:  # type: ignore[no-untyped-def]
     """resnet_serve_requests_total for resnet18's classify endpoint and one status code."""
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
-        if line.startswith("resnet_serve_requests_total{") and f'code="{code}"' in line \
-                and 'model="resnet18"' in line:
+        if (
+            line.startswith("resnet_serve_requests_total{")
+            and f'code="{code}"' in line
+            and 'model="resnet18"' in line
+        ):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
-def test_open_loop_and_multipart(start_server, models_repo: Path, image_dir: Path,  # type: ignore[no-untyped-def]
-                                 tmp_path: Path) -> None:
-    server = start_server(models_repo)
+def test_open_loop_and_multipart(
+    start_server,
+    models_repo: Path,
+    image_dir: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "open.json"
 
-    assert bench(server, image_dir, out, "--model", "resnet18", "--rate", "5", "--requests", "6",
-                 "--mode", "multipart", "--images-per-request", "2") == 0
+    assert (
+        bench(
+            server,
+            image_dir,
+            out,
+            "--model",
+            "resnet18",
+            "--rate",
+            "5",
+            "--requests",
+            "6",
+            "--mode",
+            "multipart",
+            "--images-per-request",
+            "2",
+        )
+        == 0
+    )
 
     (step,) = json.loads(out.read_text())["steps"]
     assert step["loop"] == "open" and step["rate"] == 5
@@ -84,28 +167,67 @@ def test_open_loop_and_multipart(start_server, models_repo: Path, image_dir: Pat
     assert step["images_per_s"] == pytest.approx(2 * step["ok_per_s"])
 
 
-def test_no_server_is_a_clear_failure(image_dir: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_server_is_a_clear_failure(
+    image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.conftest import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
-    assert main(["bench", "--url", url, "--model", "m", "--images", str(image_dir),
-                 "--requests", "1", "--concurrency", "1"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--url",
+                url,
+                "--model",
+                "m",
+                "--images",
+                str(image_dir),
+                "--requests",
+                "1",
+                "--concurrency",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "cannot connect" in capsys.readouterr().err
     assert main(["bench", "--url", url, "--model", "m", "--images", str(tmp_path)]) == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec("app.api.v2") is None,
-                    reason="this tree has no V2 endpoint yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("app.api.v2") is None, reason="this tree has no V2 endpoint yet"
+)
 @pytest.mark.parametrize("mode", ["v2", "v2-pixels"])
-def test_v2_modes(mode: str, start_server, models_repo: Path, image_dir: Path,  # type: ignore[no-untyped-def]
-                  tmp_path: Path) -> None:
+def test_v2_modes(
+    mode: str,
+    start_server,
+    models_repo: Path,
+    image_dir: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     """The KServe V2 binary requests (BYTES image_bytes, or UINT8 images) are accepted."""
-    server = start_server(models_repo)
+    server = start_server(models_repo, env=FAST_STOP)
     out = tmp_path / "v2.json"
 
-    assert bench(server, image_dir, out, "--model", "resnet18", "--mode", mode,
-                 "--images-per-request", "2", "--concurrency", "2", "--requests", "4") == 0
+    assert (
+        bench(
+            server,
+            image_dir,
+            out,
+            "--model",
+            "resnet18",
+            "--mode",
+            mode,
+            "--images-per-request",
+            "2",
+            "--concurrency",
+            "2",
+            "--requests",
+            "4",
+        )
+        == 0
+    )
 
     (step,) = json.loads(out.read_text())["steps"]
     assert step["errors"] == {} and step["ok"] == 4

@@ -24,8 +24,12 @@ async def test_closed_loop_counts_every_status_and_survives_closed_connections()
     def rule(n: int, head: bytes, body: bytes) -> Reply:
         status = 503 if n % 5 == 4 else 200
         sent[status] = sent.get(status, 0) + 1
-        return Reply(status, b'{"error":"queue is full"}' if status == 503 else b"{}",
-                     chunked=n % 3 == 0, close=n % 7 == 6)
+        return Reply(
+            status,
+            b'{"error":"queue is full"}' if status == 503 else b"{}",
+            chunked=n % 3 == 0,
+            close=n % 7 == 6,
+        )
 
     server = await started(rule)
     try:

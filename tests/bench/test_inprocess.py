@@ -11,11 +11,28 @@ from app.bench.inprocess import model_config, time_calls
 from app.cli import main
 
 
-def test_in_process_resnet18(resnet18_dir: Path, image_dir: Path, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_in_process_resnet18(
+    resnet18_dir: Path, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "inproc.json"
-    assert main(["bench", "--in-process", str(resnet18_dir), "--batch-sizes", "1,2",
-                 "--min-time", "0.2", "--images", str(image_dir), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--in-process",
+                str(resnet18_dir),
+                "--batch-sizes",
+                "1,2",
+                "--min-time",
+                "0.2",
+                "--images",
+                str(image_dir),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
     doc = json.loads(out.read_text())
     assert doc["kind"] == "in-process" and doc["backend"] == "onnxruntime"
@@ -30,17 +47,48 @@ def test_in_process_resnet18(resnet18_dir: Path, image_dir: Path, tmp_path: Path
     assert "img/s" in printed and "decode" in printed
 
 
-def test_in_process_other_backend_and_clear_failures(resnet18_dir: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_in_process_other_backend_and_clear_failures(
+    resnet18_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "ts.json"
-    assert main(["bench", "--in-process", str(resnet18_dir), "--backend", "torchscript",
-                 "--batch-sizes", "1", "--min-time", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--in-process",
+                str(resnet18_dir),
+                "--backend",
+                "torchscript",
+                "--batch-sizes",
+                "1",
+                "--min-time",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = json.loads(out.read_text())
     assert doc["backend"] == "torchscript" and doc["decode"] is None
 
     # int8 was not exported: the backend's own message, exit 2, no traceback
-    assert main(["bench", "--in-process", str(resnet18_dir), "--precision", "int8",
-                 "--batch-sizes", "1", "--min-time", "0"]) == 2
+    assert (
+        main(
+            [
+                "bench",
+                "--in-process",
+                str(resnet18_dir),
+                "--precision",
+                "int8",
+                "--batch-sizes",
+                "1",
+                "--min-time",
+                "0",
+            ]
+        )
+        == 2
+    )
     assert "onnx-int8" in capsys.readouterr().err
     assert main(["bench", "--in-process", str(tmp_path / "missing")]) == 2
 
