@@ -168,6 +168,11 @@ class OrtOptions(BaseModel):
     )
     intra_op_threads: int = Field(0, ge=0, description="0: ONNX Runtime decides.")
     inter_op_threads: int = Field(0, ge=0)
+    allow_spinning: bool = Field(
+        True,
+        description="Let idle ONNX Runtime threads spin for work. Off frees the cores for "
+        "image decoding between batches when CPU inference and decoding share few cores.",
+    )
     cuda: OrtCudaOptions = Field(default_factory=OrtCudaOptions)
     tensorrt: OrtTensorrtOptions = Field(default_factory=OrtTensorrtOptions)
 

@@ -111,8 +111,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def best(rows: list[dict[str, Any]], system_prefix: str) -> dict[str, Any] | None:
-    mine = [r for r in rows if r["system"].startswith(system_prefix) and r["client"] == "bench"]
+def best(
+    rows: list[dict[str, Any]], system_prefix: str, exact: bool = False
+) -> dict[str, Any] | None:
+    """The bench-client row with the most img/s of one system (exact) or a family (prefix:
+    torchserve-b1, torchserve-b8, ...)."""
+    mine = [
+        r for r in rows
+        if (r["system"] == system_prefix if exact else r["system"].startswith(system_prefix))
+        and r["client"] == "bench"
+    ]
     return max(mine, key=lambda r: r["images_per_s"], default=None)
 
 
@@ -127,7 +135,7 @@ def verdict(rows: list[dict[str, Any]], baseline: str) -> str:
     )
     others = sorted({r["system"] for r in rows if not r["system"].startswith(baseline)})
     for system in others:
-        top = best(rows, system)
+        top = best(rows, system, exact=True)  # resnet50 must not pick resnet50-int8's rows
         if top is None:
             continue
         ratio = (

@@ -116,6 +116,8 @@ class OnnxRuntimeBackend(Backend):
         if self.config.onnxruntime.inter_op_threads:
             opts.inter_op_num_threads = self.config.onnxruntime.inter_op_threads
         opts.log_severity_level = 3
+        if not self.config.onnxruntime.allow_spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(path), sess_options=opts,
             providers=[p for p, _ in providers], provider_options=[o for _, o in providers],
