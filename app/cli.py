@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from app.errors import ServeError
-    from app.export import ExportError, export_model
+    from app.offline.export import ExportError, export_model
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
@@ -47,7 +47,7 @@ def _export(args: argparse.Namespace) -> int:
     )
     try:
         if args.recipe == "digits":
-            from app.recipes import digits
+            from app.offline.recipes import digits
 
             digits.export(Path(args.out or "models/digits"), precisions, calibration, formats,
                           name=args.name, batching=batching)
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--instances", type=int, default=1)
     export.set_defaults(func=_export)
 
-    from app.check import add_parser as add_check
+    from app.offline.check import add_parser as add_check
 
     add_check(sub)
 

@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from app.config import PreprocessConfig
-    from app.gpu_decode import decode_batch
+    from app.backends.torch.gpu_decode import decode_batch
     from app.preprocess import decode, inspect
-    from app.torch_models import TorchRunner, build_arch, wrap
+    from app.backends.torch.models import TorchRunner, build_arch, wrap
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -57,7 +57,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="resnet-serve-load-"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run([PY, "-m", "app.recipes.digits", "images", "--split", "test", "--out", str(work / "split")])
+        run([PY, "-m", "app.offline.recipes.digits", "images", "--split", "test", "--out", str(work / "split")])
         flat = work / "images"
         flat.mkdir()
         for i, f in enumerate(sorted((work / "split").rglob("*.jpg"))):

@@ -70,7 +70,7 @@ def jpegs(photo_jpeg: bytes) -> list[bytes]:
 @pytest.fixture(scope="session")
 def resnet18_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """resnet18 with random weights, exported in every format (made once per session)."""
-    from app.export import export_model
+    from app.offline.export import export_model
 
     out = tmp_path_factory.mktemp("models") / "resnet18"
     export_model("resnet18", "random", ["eager", "torchscript", "onnx"], out, seed=0)

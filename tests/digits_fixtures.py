@@ -12,7 +12,7 @@ import pytest
 def digits_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The training and held-out splits as JPEG files, DIR/<digit>/*.jpg."""
     pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn (dev extra)")
-    from app.recipes.digits import write_images
+    from app.offline.recipes.digits import write_images
 
     root = tmp_path_factory.mktemp("digits-images")
     for split in ("train", "test"):
@@ -23,7 +23,7 @@ def digits_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory, digits_images: dict[str, Path]) -> Path:
     """The committed digits model exported as eager, TorchScript, ONNX, int8, fp16 and bf16."""
-    from app.recipes import digits
+    from app.offline.recipes import digits
 
     out = tmp_path_factory.mktemp("digits-models") / "digits"
     digits.export(out, ["int8", "fp16", "bf16"], calibration_images=digits_images["train"])

@@ -13,8 +13,8 @@ from app.config import ModelConfig
 
 REGISTRY: dict[str, str] = {
     "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
-    "torchscript": "app.backends.torchscript:TorchScriptBackend",
-    "eager": "app.backends.torch_eager:EagerBackend",
+    "torchscript": "app.backends.torch.torchscript:TorchScriptBackend",
+    "eager": "app.backends.torch.eager:EagerBackend",
 }
 
 

@@ -1,5 +1,5 @@
 """The one interface every backend implements. Backends import app.config, and the torch ones
-app.torch_models (the torch helpers export shares); nothing above the batcher, nothing of HTTP.
+app.backends.torch.models (the torch helpers export shares); nothing above the batcher, nothing of HTTP.
 
 A backend owns one loaded model on one device and runs whole batches: uint8 NHWC in, float32
 logits out (first axis is the batch). It normalises on its own device, in its own precision.

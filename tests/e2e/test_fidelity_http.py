@@ -12,9 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from app import check
+from app.offline import check
 from app.config import read_model_config
-from app.imagefolder import load_images
+from app.offline.imagefolder import load_images
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.backends.torch_common import TorchBackend
+from app.backends.torch.common import TorchBackend
 
 
 class TorchScriptBackend(TorchBackend):
@@ -14,7 +14,7 @@ class TorchScriptBackend(TorchBackend):
     def build_module(self) -> Any:
         import torch
 
-        from app.torch_models import quiet_torch
+        from app.backends.torch.models import quiet_torch
 
         cfg = self.config
         key = "torchscript" if cfg.precision == "fp32" else f"torchscript-{cfg.precision}"

@@ -23,7 +23,7 @@ class TorchBackend(Backend):
         """The uint8-in, logits-out torch module on the configured device and precision."""
 
     def load(self) -> None:
-        from app.torch_models import TorchRunner, require_cuda, set_threads
+        from app.backends.torch.models import TorchRunner, require_cuda, set_threads
 
         cfg = self.config
         require_cuda(cfg.device, " (input.decode 'gpu')" if cfg.input.decode == "gpu" else "")

@@ -7,8 +7,8 @@ model's own PreprocessConfig (resize 64, centre crop 56), and the network is the
 UInt8Classifier (uint8 NHWC in, normalisation inside), so the model is trained on exactly
 the arrays a request would hand it.
 
-    python -m app.recipes.digits images --split test --out /tmp/digits-test
-    python -m app.recipes.digits train --out models/recipes/digits/resnet-mini-digits.pt
+    python -m app.offline.recipes.digits images --split test --out /tmp/digits-test
+    python -m app.offline.recipes.digits train --out models/recipes/digits/resnet-mini-digits.pt
 
 The split is stratified and fixed (scikit-learn's train_test_split, random_state 0): 1,257
 training images, 540 held out. scikit-learn is a dev dependency; it is imported only here.
@@ -25,11 +25,11 @@ import numpy as np
 from PIL import Image
 
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
-from app.imagefolder import load_images
+from app.offline.imagefolder import load_images
 
 ARCH = "resnet-mini"
-# Trained by `python -m app.recipes.digits train` (30 epochs, seed 0) and committed: 1.3 MB.
-WEIGHTS = Path(__file__).resolve().parents[2] / "models" / "recipes" / "digits" / "resnet-mini-digits.pt"
+# Trained by `python -m app.offline.recipes.digits train` (30 epochs, seed 0) and committed: 1.3 MB.
+WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "recipes" / "digits" / "resnet-mini-digits.pt"
 LABELS = [str(d) for d in range(10)]
 PREPROCESS = PreprocessConfig(resize=64, crop=56)
 IMAGE_SIDE = 80
@@ -86,7 +86,7 @@ def train(
     state_dict. Deterministic for a seed on one machine (torch's CPU kernels)."""
     import torch
 
-    from app.torch_models import build_arch, wrap
+    from app.backends.torch.models import build_arch, wrap
 
     torch.manual_seed(seed)
     data = load_images(train_dir, PREPROCESS, LABELS)
@@ -146,11 +146,11 @@ def export(
     default the training split (written to a temporary folder)."""
     import tempfile
 
-    from app.export import export_model
+    from app.offline.export import export_model
 
     weights = weights or WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing: python -m app.recipes.digits train --out {weights}")
+        raise FileNotFoundError(f"{weights} is missing: python -m app.offline.recipes.digits train --out {weights}")
     with tempfile.TemporaryDirectory() as tmp:
         if precisions and "int8" in precisions and calibration_images is None:
             calibration_images = Path(tmp) / "train"
@@ -167,7 +167,7 @@ def accuracy(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.recipes.digits", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m app.offline.recipes.digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     images = sub.add_parser("images", help="write a split as JPEG files, one folder per digit")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from app.torch_models import build_arch, wrap
+    from app.backends.torch.models import build_arch, wrap
 
     with tempfile.TemporaryDirectory() as tmp:
         write_images(Path(tmp) / "train", "train")

@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-import app.gpu_decode as gpu_decode
+import app.backends.torch.gpu_decode as gpu_decode
 from app.backends import create_backend
 from app.batching import DynamicBatcher
 from app.config import ModelConfig, PreprocessConfig, Settings
 from app.errors import InvalidInput, PayloadTooLarge
-from app.gpu_decode import decode_batch
+from app.backends.torch.gpu_decode import decode_batch
 from app.main import create_app
 from app.metrics import Metrics
 from app.preprocess import EncodedImage, decode, inspect
 from app.repository import ModelRepository
-from app.torch_models import TorchRunner, build_arch, wrap
+from app.backends.torch.models import TorchRunner, build_arch, wrap
 from tests.conftest import app_client, encode, synthetic_photo
 from tests.fakes import REGISTRY, FakeBackend, expected_logits, fake_config
 
@@ -355,7 +355,7 @@ def _benchmark():  # type: ignore[no-untyped-def]
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_pipeline.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_pipeline.py"
     spec = importlib.util.spec_from_file_location("gpu_pipeline", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

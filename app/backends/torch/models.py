@@ -189,7 +189,7 @@ class TorchRunner:
     ) -> tuple[np.ndarray, dict[int, Exception]]:
         """Decode (nvJPEG on CUDA), resize, crop and infer on this runner's device and stream:
         -> (logits of the pad_to rows, {row: error} of the images no decoder could read)."""
-        from app.gpu_decode import decode_batch
+        from app.backends.torch.gpu_decode import decode_batch
 
         assert self.preprocess is not None, "run_encoded needs the model's input config"
         with torch.inference_mode(), self._on_device():

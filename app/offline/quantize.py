@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from app.config import PreprocessConfig
-from app.imagefolder import load_images
+from app.offline.imagefolder import load_images
 
 CALIBRATION_BATCH = 32
 

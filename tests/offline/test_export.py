@@ -11,7 +11,7 @@ import torchvision
 
 from app.cli import main
 from app.config import read_model_config
-from app.export import ExportError, export_model
+from app.offline.export import ExportError, export_model
 
 
 def test_export_writes_every_format_and_a_config(resnet18_dir: Path) -> None:
@@ -77,7 +77,7 @@ def test_state_dict_file_and_bad_arguments(resnet18_dir: Path, tmp_path: Path) -
 
 
 def test_disagreeing_format_fails_the_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import app.export as export
+    import app.offline.export as export
 
     real = export.run_onnx
     monkeypatch.setattr(export, "run_onnx", lambda path, batch: real(path, batch) * 1.01)

@@ -28,7 +28,7 @@ import numpy as np
 from app.backends import create_backend
 from app.config import ModelConfig, read_model_config
 from app.errors import ServeError
-from app.imagefolder import ImageSet, load_images
+from app.offline.imagefolder import ImageSet, load_images
 
 FP32_MAX_REL_ERROR = 1e-4
 MIN_TOP1 = {"fp16": 0.995, "bf16": 0.995, "int8": 0.99}

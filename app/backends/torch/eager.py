@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.backends.torch_common import TorchBackend
+from app.backends.torch.common import TorchBackend
 
 
 class EagerBackend(TorchBackend):
@@ -14,7 +14,7 @@ class EagerBackend(TorchBackend):
     def build_module(self) -> Any:
         import torch
 
-        from app.torch_models import build_arch, wrap
+        from app.backends.torch.models import build_arch, wrap
 
         cfg = self.config
         model = build_arch(cfg.arch, cfg.num_classes)

@@ -15,9 +15,9 @@ from onnx import numpy_helper
 from PIL import Image
 
 from app.config import read_model_config
-from app.export import ExportError, export_model
-from app.quantize import head_nodes, quantize_int8
-from app.recipes import digits
+from app.offline.export import ExportError, export_model
+from app.offline.quantize import head_nodes, quantize_int8
+from app.offline.recipes import digits
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

@@ -2,7 +2,7 @@
 
 Every exported graph takes uint8 NHWC images and normalises itself. Each format is checked
 against eager fp32 on the same random batch, and the error is recorded in config.json.
-Reduced precisions (--precisions int8,fp16,bf16) add files beside them (app/quantize.py),
+Reduced precisions (--precisions int8,fp16,bf16) add files beside them (app/offline/quantize.py),
 checked on the calibration images; `resnet-serve check` measures them on real data.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torchvision
 
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
-from app.torch_models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
+from app.backends.torch.models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def export_model(
     if precisions:
         sample = check
         if calibration_images is not None:
-            from app.imagefolder import load_images
+            from app.offline.imagefolder import load_images
 
             sample = load_images(calibration_images, preprocess, limit=64).images
         with torch.inference_mode():
@@ -286,7 +286,7 @@ def _export_precisions(
     sample: np.ndarray,
 ) -> list[tuple[str, np.ndarray | None]]:
     """Write each precision's file; return (files key, its logits on `sample` or None)."""
-    from app.quantize import convert_fp16, quantize_int8
+    from app.offline.quantize import convert_fp16, quantize_int8
 
     made: list[tuple[str, np.ndarray | None]] = []
     if "int8" in precisions:

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from app import check
+from app.offline import check
 from app.cli import main
 from app.config import read_model_config
-from app.export import export_model
-from app.quantize import quantize_int8
-from app.recipes import digits
-from app.torch_models import build_arch
+from app.offline.export import export_model
+from app.offline.quantize import quantize_int8
+from app.offline.recipes import digits
+from app.backends.torch.models import build_arch
 
 
 @pytest.fixture(scope="module")
