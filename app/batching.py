@@ -20,9 +20,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import numpy as np
 
@@ -93,7 +93,11 @@ def _run_batch(
     if len(parts) == 1 and pad_to == n:
         batch = parts[0]
     else:
-        batch = reuse(pad_to) if reuse is not None else np.empty((pad_to, *parts[0].shape[1:]), np.uint8)
+        batch = (
+            reuse(pad_to)
+            if reuse is not None
+            else np.empty((pad_to, *parts[0].shape[1:]), np.uint8)
+        )
         offset = 0
         for p in parts:
             batch[offset : offset + p.shape[0]] = p
@@ -314,11 +318,16 @@ class DynamicBatcher:
         except TimeoutError:
             await self._stuck_call(call, items, n, timeout or 0.0)
             return
-        except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
-            log.error("model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc)
-            self._fail(items, InferenceError(
-                f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
-            ))
+        except Exception as exc:
+            log.error(
+                "model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc
+            )
+            self._fail(
+                items,
+                InferenceError(
+                    f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
+                ),
+            )
             return
         t_out = time.perf_counter_ns()
         offset = 0
@@ -333,10 +342,13 @@ class DynamicBatcher:
             else:
                 it.future.set_result(rows)
         self.telemetry.batch_done(
-            n, queue_ns, result.input_ns, result.infer_ns, time.perf_counter_ns() - t_out,
+            n,
+            queue_ns,
+            result.input_ns,
+            result.infer_ns,
+            time.perf_counter_ns() - t_out,
             int(time.time() * 1000),
         )
-
 
     def _fail(self, items: list[WorkItem], error: InferenceError) -> None:
         """The whole batch failed: each of its requests gets the error, no other request."""
@@ -349,10 +361,15 @@ class DynamicBatcher:
         self, call: asyncio.Future[BatchResult], items: list[WorkItem], n: int, timeout: float
     ) -> None:
         """Fail the batch now; keep this instance out of work until its call returns."""
-        log.error("model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout)
-        self._fail(items, InferenceError(
-            f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
-        ))
+        log.error(
+            "model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout
+        )
+        self._fail(
+            items,
+            InferenceError(
+                f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
+            ),
+        )
         self._stuck += 1
         self._busy -= 1  # its requests are answered: drain() need not wait for this call
         if not self._queue and not self._busy:
@@ -362,7 +379,7 @@ class DynamicBatcher:
             log.error("model %s: every instance is stuck: not ready until one returns", self.model)
         try:
             await call
-        except Exception:  # noqa: BLE001 - already answered
+        except Exception:
             pass
         finally:
             self._stuck -= 1

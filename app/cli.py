@@ -17,10 +17,16 @@ def _serve(args: argparse.Namespace) -> int:
     from app.server import serve, serve_workers
 
     overrides: dict[str, Any] = {
-        k: v for k, v in {
-            "models_dir": args.models, "host": args.host, "port": args.port,
-            "log_level": args.log_level, "backends": args.backends, "workers": args.workers,
-        }.items() if v is not None
+        k: v
+        for k, v in {
+            "models_dir": args.models,
+            "host": args.host,
+            "port": args.port,
+            "log_level": args.log_level,
+            "backends": args.backends,
+            "workers": args.workers,
+        }.items()
+        if v is not None
     }
     settings = Settings(**overrides)
     logging.basicConfig(
@@ -42,21 +48,35 @@ def _export(args: argparse.Namespace) -> int:
     calibration = Path(args.calibration_images) if args.calibration_images else None
     labels = Path(args.labels).read_text().splitlines() if args.labels else None
     batching = BatchingConfig(
-        max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
+        max_batch_size=args.max_batch_size,
+        max_queue_delay_ms=args.max_queue_delay_ms,
         instances=args.instances,
     )
     try:
         if args.recipe == "digits":
             from app.offline.recipes import digits
 
-            digits.export(Path(args.out or "models/digits"), precisions, calibration, formats,
-                          name=args.name, batching=batching)
+            digits.export(
+                Path(args.out or "models/digits"),
+                precisions,
+                calibration,
+                formats,
+                name=args.name,
+                batching=batching,
+            )
             return 0
         out = Path(args.out) if args.out else Path("models") / args.arch
         export_model(
-            args.arch, args.weights, formats, out, name=args.name,
-            allow_random_fallback=args.allow_random_fallback, seed=args.seed,
-            labels=labels, batching=batching, precisions=precisions,
+            args.arch,
+            args.weights,
+            formats,
+            out,
+            name=args.name,
+            allow_random_fallback=args.allow_random_fallback,
+            seed=args.seed,
+            labels=labels,
+            batching=batching,
+            precisions=precisions,
             calibration_images=calibration,
         )
     except (ExportError, FileNotFoundError, ServeError) as exc:  # ServeError: a bad image
@@ -81,37 +101,56 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (env RESNET_SERVE_PORT, default 8000)")
     serve.add_argument("--log-level", help="debug, info, warning (env RESNET_SERVE_LOG_LEVEL)")
     serve.add_argument(
-        "--backends", type=lambda s: [b for b in s.split(",") if b],
+        "--backends",
+        type=lambda s: [b for b in s.split(",") if b],
         help="also serve every model on these backends, as <model>-<backend> "
         "(e.g. torchscript,eager) to compare them side by side",
     )
-    serve.add_argument("--workers", type=int,
-                       help="server processes sharing the port (env RESNET_SERVE_WORKERS)")
+    serve.add_argument(
+        "--workers", type=int, help="server processes sharing the port (env RESNET_SERVE_WORKERS)"
+    )
     serve.set_defaults(func=_serve)
 
     export = sub.add_parser("export", help="export a torchvision ResNet to a model directory")
-    export.add_argument("--arch", default="resnet50",
-                        help="resnet18, resnet34, resnet50, resnet101 or resnet152")
-    export.add_argument("--weights", default="imagenet",
-                        help="imagenet (torchvision DEFAULT), random, or a state_dict file")
-    export.add_argument("--formats", default="eager,torchscript,onnx",
-                        help="comma-separated: eager, torchscript, onnx")
+    export.add_argument(
+        "--arch", default="resnet50", help="resnet18, resnet34, resnet50, resnet101 or resnet152"
+    )
+    export.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (torchvision DEFAULT), random, or a state_dict file",
+    )
+    export.add_argument(
+        "--formats",
+        default="eager,torchscript,onnx",
+        help="comma-separated: eager, torchscript, onnx",
+    )
     export.add_argument("--out", help="model directory (default models/<arch>)")
     export.add_argument("--name", help="model name (default: the directory's name)")
     export.add_argument("--labels", help="file with one class name per line")
-    export.add_argument("--allow-random-fallback", action="store_true",
-                        help="if ImageNet weights cannot be downloaded, export random ones "
-                        "(loudly, and recorded in config.json)")
+    export.add_argument(
+        "--allow-random-fallback",
+        action="store_true",
+        help="if ImageNet weights cannot be downloaded, export random ones "
+        "(loudly, and recorded in config.json)",
+    )
     export.add_argument("--seed", type=int, default=0)
-    export.add_argument("--precisions", default="",
-                        help="also export reduced precisions, comma-separated: int8 (ONNX "
-                        "static QDQ), fp16 (ONNX, for CUDA/TensorRT), bf16 (TorchScript)")
-    export.add_argument("--calibration-images",
-                        help="folder of images that calibrates int8 (the recipe's default: "
-                        "its training images)")
-    export.add_argument("--recipe", choices=["digits"],
-                        help="export a model trained here instead of --arch/--weights: digits "
-                        "= resnet-mini trained on scikit-learn's digits (out: models/digits)")
+    export.add_argument(
+        "--precisions",
+        default="",
+        help="also export reduced precisions, comma-separated: int8 (ONNX "
+        "static QDQ), fp16 (ONNX, for CUDA/TensorRT), bf16 (TorchScript)",
+    )
+    export.add_argument(
+        "--calibration-images",
+        help="folder of images that calibrates int8 (the recipe's default: its training images)",
+    )
+    export.add_argument(
+        "--recipe",
+        choices=["digits"],
+        help="export a model trained here instead of --arch/--weights: digits "
+        "= resnet-mini trained on scikit-learn's digits (out: models/digits)",
+    )
     export.add_argument("--max-batch-size", type=int, default=8)
     export.add_argument("--max-queue-delay-ms", type=float, default=0.0)
     export.add_argument("--instances", type=int, default=1)

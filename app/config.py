@@ -53,9 +53,13 @@ class Settings(BaseSettings):
     request_timeout_ms: float = Field(
         30_000, gt=0, description="Deadline of a request; a client may ask for less, not more."
     )
-    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503 when a queue is full.")
+    retry_after_s: int = Field(
+        1, ge=1, description="Retry-After sent with 503 when a queue is full."
+    )
     shutdown_grace_s: float = Field(
-        5.0, ge=0, description="On SIGTERM: not ready at once, keep accepting this long, then drain."
+        5.0,
+        ge=0,
+        description="On SIGTERM: not ready at once, keep accepting this long, then drain.",
     )
     auth_token: str | None = Field(
         None, description="If set, inference and admin endpoints require 'Authorization: Bearer'."
@@ -99,7 +103,8 @@ class BatchingConfig(BaseModel):
         "while instances are busy).",
     )
     max_queue_size: int = Field(
-        128, ge=1,
+        128,
+        ge=1,
         description="Requests waiting; more get 503 (a request of more than max_batch_size "
         "images takes one place per chunk).",
     )
@@ -316,7 +321,9 @@ def read_model_config(directory: Path) -> ModelConfig:
     return cfg
 
 
-def load_model_configs(models_dir: Path, extra_backends: list[str] | None = None) -> list[ModelConfig]:
+def load_model_configs(
+    models_dir: Path, extra_backends: list[str] | None = None
+) -> list[ModelConfig]:
     """Every model to serve from a repository: each folder's config, its variants, and one
     copy per extra backend asked for (named <model>-<backend>)."""
     if not models_dir.is_dir():

@@ -33,7 +33,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         register_plugins(settings.backend_plugins)
         model_configs = (
-            configs if configs is not None
+            configs
+            if configs is not None
             else load_model_configs(settings.models_dir, list(settings.backends))
         )
         if not model_configs:
@@ -44,7 +45,9 @@ def create_app(
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         app.state.draining = False
         await repository.load_all()
-        log.info("ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values()))
+        log.info(
+            "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
+        )
         try:
             yield
         finally:
@@ -65,8 +68,9 @@ def create_app(
     # outermost last: auth answers before a byte of an unauthorised body is read
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.auth_token:
-        app.add_middleware(BearerAuth, token=settings.auth_token,
-                           protect_metrics=settings.protect_metrics)
+        app.add_middleware(
+            BearerAuth, token=settings.auth_token, protect_metrics=settings.protect_metrics
+        )
     return app
 
 

@@ -14,8 +14,23 @@ from dataclasses import dataclass, field, replace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1,
-    0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PREFIX = "resnet_serve"
@@ -30,55 +45,89 @@ class Metrics:
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
             "Time from request received to response ready, by model and endpoint.",
-            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+            ["model", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.requests = Counter(
-            f"{PREFIX}_requests", "Requests answered, by model, endpoint and HTTP status.",
-            ["model", "endpoint", "code"], registry=r,
+            f"{PREFIX}_requests",
+            "Requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "code"],
+            registry=r,
         )
         self.queue_wait = Histogram(
-            f"{PREFIX}_queue_wait_seconds", "Time a request waited in the batch queue.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_queue_wait_seconds",
+            "Time a request waited in the batch queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.preprocess_duration = Histogram(
-            f"{PREFIX}_preprocess_duration_seconds", "Decode + resize + crop time per image.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_preprocess_duration_seconds",
+            "Decode + resize + crop time per image.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.inference_duration = Histogram(
-            f"{PREFIX}_inference_duration_seconds", "Backend time per batch.",
-            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_inference_duration_seconds",
+            "Backend time per batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Images per batch run by the backend.",
-            ["model"], buckets=BATCH_BUCKETS, registry=r,
+            f"{PREFIX}_batch_size",
+            "Images per batch run by the backend.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.images = Counter(
-            f"{PREFIX}_images", "Images classified.", ["model"], registry=r,
+            f"{PREFIX}_images",
+            "Images classified.",
+            ["model"],
+            registry=r,
         )
         self.inference_failures = Counter(
-            f"{PREFIX}_inference_failures", "Batches the backend failed to run.", ["model"],
+            f"{PREFIX}_inference_failures",
+            "Batches the backend failed to run.",
+            ["model"],
             registry=r,
         )
         self.rejected = Counter(
             f"{PREFIX}_rejected",
             "Requests not served: queue_full (refused at once) or deadline (timed out), once each.",
-            ["model", "reason"], registry=r,
+            ["model", "reason"],
+            registry=r,
         )
         self.queue_depth = Gauge(
-            f"{PREFIX}_queue_depth", "Requests waiting in the batch queue.", ["model"],
-            registry=r, multiprocess_mode="livesum",
+            f"{PREFIX}_queue_depth",
+            "Requests waiting in the batch queue.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.in_flight = Gauge(
-            f"{PREFIX}_requests_in_flight", "Requests being handled.", ["model"],
-            registry=r, multiprocess_mode="livesum",
+            f"{PREFIX}_requests_in_flight",
+            "Requests being handled.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_ready = Gauge(
-            f"{PREFIX}_model_ready", "1 when the model is loaded and warmed up.", ["model"],
-            registry=r, multiprocess_mode="livemin",
+            f"{PREFIX}_model_ready",
+            "1 when the model is loaded and warmed up.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.model_info = Gauge(
-            f"{PREFIX}_model_info", "Backend, device and precision each model runs on.",
-            ["model", "backend", "device", "precision"], registry=r, multiprocess_mode="livemax",
+            f"{PREFIX}_model_info",
+            "Backend, device and precision each model runs on.",
+            ["model", "backend", "device", "precision"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
 
     def exposition(self) -> bytes:
@@ -158,7 +207,12 @@ class ModelTelemetry:
                 self.stats.fail_ns += ns
 
     def batch_done(
-        self, images: int, queue_ns: list[int], input_ns: int, infer_ns: int, output_ns: int,
+        self,
+        images: int,
+        queue_ns: list[int],
+        input_ns: int,
+        infer_ns: int,
+        output_ns: int,
         now_ms: int,
     ) -> None:
         """One batch ran: `queue_ns` holds each request's wait in the queue."""

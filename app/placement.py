@@ -12,7 +12,7 @@ decoding, run one server process per GPU (CUDA_VISIBLE_DEVICES) instead.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from app.config import ModelConfig
 

@@ -72,7 +72,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise InvalidInput(
             f"not an image Pillow can read; send one of {', '.join(FORMATS)}"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - whatever a malformed header makes Pillow raise
+    except Exception as exc:
         raise InvalidInput(f"image header is corrupt: {type(exc).__name__}: {exc}") from None
 
     width, height = img.size
@@ -104,7 +104,7 @@ def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
     except MemoryError:
         raise PayloadTooLarge("image needs more memory to decode than the server has") from None
-    except Exception as exc:  # noqa: BLE001 - bad bytes, whatever Pillow raises for them
+    except Exception as exc:
         raise InvalidInput(
             f"image data is truncated or corrupt: {type(exc).__name__}: {exc}"
         ) from None
@@ -152,7 +152,7 @@ def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> EncodedImage
         return EncodedImage(pixels=decode(data, cfg, max_pixels))
     try:
         orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # noqa: BLE001 - a corrupt EXIF block: ImageOps.exif_transpose would
+    except Exception:
         # raise on it too, so let decode() give the same answer as the CPU path
         return EncodedImage(pixels=decode(data, cfg, max_pixels))
     if orientation not in range(1, 9):

@@ -117,7 +117,7 @@ def _load_instances(config: ModelConfig) -> tuple[list[Backend], BackendInfo]:
 def _close_quietly(backend: Backend) -> None:
     try:
         backend.close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log.warning("closing %s failed: %s", backend.name, exc)
 
 
@@ -149,20 +149,25 @@ class ModelRepository:
         if cfg.weights_fallback:
             log.warning(
                 "model %s serves RANDOM weights (ImageNet weights could not be downloaded at "
-                "export): its predictions are meaningless", cfg.name,
+                "export): its predictions are meaningless",
+                cfg.name,
             )
         started = time.perf_counter()
         try:
             backends, info = await asyncio.to_thread(_load_instances, cfg)
-        except Exception as exc:  # noqa: BLE001 - any load failure is reported, not raised
+        except Exception as exc:
             model.state, model.reason = FAILED, f"load failed: {type(exc).__name__}: {exc}"
             log.error("model %s: %s", cfg.name, model.reason)
             return
         model.backends, model.info = backends, info
         model.load_seconds = round(time.perf_counter() - started, 3)
         model.batcher = DynamicBatcher(
-            cfg.name, backends, cfg.batching, model.telemetry,
-            pad_to_bucket=cfg.pads_to_bucket, retry_after_s=self.retry_after_s,
+            cfg.name,
+            backends,
+            cfg.batching,
+            model.telemetry,
+            pad_to_bucket=cfg.pads_to_bucket,
+            retry_after_s=self.retry_after_s,
         )
         model.batcher.start()
         model.state = READY
@@ -170,8 +175,13 @@ class ModelRepository:
         model.telemetry.set_info(cfg.backend, info.device, cfg.precision)
         log.info(
             "model %s ready in %.1f s: backend %s on %s (%s), providers %s, %d instance(s)",
-            cfg.name, model.load_seconds, cfg.backend, info.device, cfg.precision,
-            info.providers, len(backends),
+            cfg.name,
+            model.load_seconds,
+            cfg.backend,
+            info.device,
+            cfg.precision,
+            info.providers,
+            len(backends),
         )
 
     def stop_accepting(self) -> None:

@@ -70,7 +70,8 @@ class GracefulServer(uvicorn.Server):
                     model.telemetry.ready.set(0)
         log.info(
             "signal %d: not ready; accepting requests for %.1f s more, then draining",
-            sig, self.grace_s,
+            sig,
+            self.grace_s,
         )
         self._timer = threading.Timer(self.grace_s, self._stop_listening)
         self._timer.daemon = True
@@ -125,8 +126,11 @@ def serve_workers(settings: Settings) -> int:
     received: list[int] = []
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
-        proc = context.Process(target=_worker_main, args=(settings_json, sock, index),
-                               name=f"resnet-serve-worker{index}")
+        proc = context.Process(
+            target=_worker_main,
+            args=(settings_json, sock, index),
+            name=f"resnet-serve-worker{index}",
+        )
         proc.start()
         return proc
 
@@ -137,8 +141,13 @@ def serve_workers(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     workers = [start(i) for i in range(settings.workers)]
-    log.info("supervisor %d: %d workers on %s:%d", os.getpid(), len(workers),
-             settings.host, settings.port)
+    log.info(
+        "supervisor %d: %d workers on %s:%d",
+        os.getpid(),
+        len(workers),
+        settings.host,
+        settings.port,
+    )
     forwarded = 0
     restarts: list[float] = []
     try:
@@ -157,13 +166,20 @@ def serve_workers(settings: Settings) -> int:
                         now = time.monotonic()
                         restarts = [t for t in restarts if now - t < 60] + [now]
                         if len(restarts) > 5:
-                            log.error("workers keep dying (%d restarts in 60 s): giving up",
-                                      len(restarts) - 1)
+                            log.error(
+                                "workers keep dying (%d restarts in 60 s): giving up",
+                                len(restarts) - 1,
+                            )
                             stopping.set()
                             received.append(signal.SIGTERM)
                             break
-                        log.error("worker %d (pid %s) exited with %s: restarting it in %d s",
-                                  i, proc.pid, proc.exitcode, len(restarts))
+                        log.error(
+                            "worker %d (pid %s) exited with %s: restarting it in %d s",
+                            i,
+                            proc.pid,
+                            proc.exitcode,
+                            len(restarts),
+                        )
                         time.sleep(len(restarts))  # back off: 1 s, 2 s, ...
                         workers[i] = start(i)
             time.sleep(0.1)
@@ -185,5 +201,3 @@ def _mark_dead(pid: int | None) -> None:
 def settings_from_environment() -> Settings:
     raw = os.environ.get(SETTINGS_ENV)
     return Settings.model_validate_json(raw) if raw else Settings()
-
-

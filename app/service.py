@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import numpy as np
 
@@ -38,7 +38,9 @@ class Prediction:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor):
+    def __init__(
+        self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor
+    ):
         self.settings = settings
         self.repository = repository
         self.decode_pool = decode_pool
@@ -127,7 +129,9 @@ class DataPlane:
         if gone is not None:
             waiters.add(gone)
         try:
-            done, _ = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
         except asyncio.CancelledError:
             result.cancel()
             raise

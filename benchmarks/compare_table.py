@@ -117,7 +117,8 @@ def best(
     """The bench-client row with the most img/s of one system (exact) or a family (prefix:
     torchserve-b1, torchserve-b8, ...)."""
     mine = [
-        r for r in rows
+        r
+        for r in rows
         if (r["system"] == system_prefix if exact else r["system"].startswith(system_prefix))
         and r["client"] == "bench"
     ]

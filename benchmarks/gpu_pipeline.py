@@ -21,8 +21,8 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -44,7 +44,10 @@ def synthetic_jpegs(count: int, size: tuple[int, int] = (500, 375)) -> list[byte
         for _ in range(8):
             x0, y0 = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 40))
             color = tuple(int(c) for c in rng.integers(0, 256, 3))
-            draw.ellipse((x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))), fill=color)
+            draw.ellipse(
+                (x0, y0, x0 + int(rng.integers(20, 200)), y0 + int(rng.integers(20, 200))),
+                fill=color,
+            )
         img = img.filter(ImageFilter.GaussianBlur(1.5))
         noisy = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (h, w, 3))
         buf = io.BytesIO()
@@ -60,8 +63,13 @@ def load_jpegs(folder: Path, limit: int) -> list[bytes]:
     return [p.read_bytes() for p in files]
 
 
-def timed(fn: Callable[[], object], images_per_call: int, sync: Callable[[], None],
-          min_seconds: float, warmup: int) -> float:
+def timed(
+    fn: Callable[[], object],
+    images_per_call: int,
+    sync: Callable[[], None],
+    min_seconds: float,
+    warmup: int,
+) -> float:
     """img/s of fn, after `warmup` calls, over at least min_seconds (and at least 3 calls)."""
     for _ in range(warmup):
         fn()
@@ -107,7 +115,9 @@ def threaded(runners: list, batch: list, bs: int, seconds: float, warmup: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--precision", default=None, help="fp16 on CUDA (default), fp32 on CPU")
@@ -120,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed span per figure")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument(
-        "--instances", type=int, nargs="+", default=[1],
+        "--instances",
+        type=int,
+        nargs="+",
+        default=[1],
         help="also time the pipeline with N instances, each a thread with its own runner and "
         "CUDA stream, as the server runs batching.instances",
     )
@@ -130,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from app.config import PreprocessConfig
     from app.backends.torch.gpu_decode import decode_batch
-    from app.preprocess import decode, inspect
     from app.backends.torch.models import TorchRunner, build_arch, wrap
+    from app.config import PreprocessConfig
+    from app.preprocess import decode, inspect
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -149,13 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     precision = args.precision or ("fp16" if cuda else "fp32")
     cfg = PreprocessConfig(resize=args.resize, crop=args.crop, decode="gpu")
 
-    datas = (load_jpegs(args.images, args.num_images) if args.images
-             else synthetic_jpegs(args.num_images))
+    datas = (
+        load_jpegs(args.images, args.num_images)
+        if args.images
+        else synthetic_jpegs(args.num_images)
+    )
     encoded = [inspect(d, cfg, 1 << 40) for d in datas]
     on_gpu = sum(e.data is not None for e in encoded)
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    print(f"device {name}, torch {torch.__version__}, {args.arch} {precision} channels_last, "
-          f"{len(datas)} JPEGs ({on_gpu} go to nvJPEG, {len(datas) - on_gpu} to the CPU decoder)")
+    print(
+        f"device {name}, torch {torch.__version__}, {args.arch} {precision} channels_last, "
+        f"{len(datas)} JPEGs ({on_gpu} go to nvJPEG, {len(datas) - on_gpu} to the CPU decoder)"
+    )
 
     def sync() -> None:
         if cuda:
@@ -188,21 +206,36 @@ def main(argv: list[str] | None = None) -> int:
         row["decode_resize"] = timed(decode_only, bs, sync, args.seconds, args.warmup)
         x = torch.randint(0, 256, (bs, args.crop, args.crop, 3), dtype=torch.uint8, device=device)
         for label, mod in modules.items():
+
             def model_only(mod=mod) -> None:  # type: ignore[no-untyped-def]
                 with torch.inference_mode():
                     mod(x)
+
             row[f"model_{label}"] = timed(model_only, bs, sync, args.seconds, args.warmup)
             runner = TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
             row[f"pipeline_{label}"] = timed(
-                lambda runner=runner: runner.run_encoded(batch, bs), bs, sync, args.seconds, args.warmup
+                lambda runner=runner: runner.run_encoded(batch, bs),
+                bs,
+                sync,
+                args.seconds,
+                args.warmup,
             )
             for n in (i for i in args.instances if i > 1):
-                runners = [TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
-                           for _ in range(n)]
-                row[f"pipeline_{label}_x{n}"] = threaded(runners, batch, bs, args.seconds, args.warmup)
+                runners = [
+                    TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
+                    for _ in range(n)
+                ]
+                row[f"pipeline_{label}_x{n}"] = threaded(
+                    runners, batch, bs, args.seconds, args.warmup
+                )
         results.append(row)
-        print("  ".join(f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-              "(img/s)", flush=True)
+        print(
+            "  ".join(
+                f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+            ),
+            "(img/s)",
+            flush=True,
+        )
 
     if args.cpu_baseline:
         start, n = time.perf_counter(), 0
@@ -214,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"cpu_pillow_one_thread": cpu})
 
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "arch": args.arch, "precision": precision,
-                                         "results": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {"device": name, "arch": args.arch, "precision": precision, "results": results},
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -38,9 +38,29 @@ def run(cmd: list[str], **kw: object) -> None:
 
 
 def bench(url: str, images: Path, concurrency: int, requests: int, out: Path) -> dict:
-    run([PY, "-m", "app.cli", "bench", "--url", url, "--model", "digits", "--images", str(images),
-         "--concurrency", str(concurrency), "--requests", str(requests), "--warmup", "0",
-         "--no-progress", "--out", str(out)])
+    run(
+        [
+            PY,
+            "-m",
+            "app.cli",
+            "bench",
+            "--url",
+            url,
+            "--model",
+            "digits",
+            "--images",
+            str(images),
+            "--concurrency",
+            str(concurrency),
+            "--requests",
+            str(requests),
+            "--warmup",
+            "0",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     return json.loads(out.read_text())
 
 
@@ -57,22 +77,58 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="resnet-serve-load-"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run([PY, "-m", "app.offline.recipes.digits", "images", "--split", "test", "--out", str(work / "split")])
+        run(
+            [
+                PY,
+                "-m",
+                "app.offline.recipes.digits",
+                "images",
+                "--split",
+                "test",
+                "--out",
+                str(work / "split"),
+            ]
+        )
         flat = work / "images"
         flat.mkdir()
         for i, f in enumerate(sorted((work / "split").rglob("*.jpg"))):
             shutil.copy(f, flat / f"{i:04d}.jpg")
-        run([PY, "-m", "app.cli", "export", "--recipe", "digits", "--formats", "onnx",
-             "--max-batch-size", "32", "--out", str(work / "models" / "digits")],
-            stdout=subprocess.DEVNULL)
+        run(
+            [
+                PY,
+                "-m",
+                "app.cli",
+                "export",
+                "--recipe",
+                "digits",
+                "--formats",
+                "onnx",
+                "--max-batch-size",
+                "32",
+                "--out",
+                str(work / "models" / "digits"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         cfg_path = work / "models" / "digits" / "config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg["batching"]["max_queue_size"] = args.queue_size
         cfg_path.write_text(json.dumps(cfg))
         log = open(work / "server.log", "wb")
         server = subprocess.Popen(
-            [PY, "-m", "app.cli", "serve", "--models", str(work / "models"), "--port", str(args.port)],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [
+                PY,
+                "-m",
+                "app.cli",
+                "serve",
+                "--models",
+                str(work / "models"),
+                "--port",
+                str(args.port),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{args.port}"
         for _ in range(600):
@@ -98,8 +154,10 @@ def main() -> int:
             "failed": failed,
             "errors_by_status": errors,
             "requests_per_s": step.get("requests_per_s"),
-            "p50_ms": step.get("p50_ms"), "p99_ms": step.get("p99_ms"),
-            "p99_9_ms": step.get("p99_9_ms"), "max_ms": step.get("max_ms"),
+            "p50_ms": step.get("p50_ms"),
+            "p99_ms": step.get("p99_ms"),
+            "p99_9_ms": step.get("p99_9_ms"),
+            "max_ms": step.get("max_ms"),
             "wall_s": round(elapsed, 1),
             "rss_after_warmup_mib": round(rss_warm, 1),
             "rss_at_end_mib": round(rss_end, 1),
@@ -109,8 +167,12 @@ def main() -> int:
         }
         args.out.write_text(json.dumps({"summary": summary, "bench": main_run}, indent=2))
         print(json.dumps(summary, indent=2))
-        ok = (failed == 0 and abs(summary["rss_growth_pct"]) <= 10 and code == 0
-              and (summary["requests"] or 0) >= args.requests)
+        ok = (
+            failed == 0
+            and abs(summary["rss_growth_pct"]) <= 10
+            and code == 0
+            and (summary["requests"] or 0) >= args.requests
+        )
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1
     finally:

@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 
-from app.config import read_model_config
 from app.backends.torch.models import build_arch
+from app.config import read_model_config
 
 
 def main(argv: list[str] | None = None) -> int:

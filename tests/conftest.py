@@ -112,15 +112,30 @@ def free_port() -> int:
 class ServerProcess:
     """A real `resnet-serve serve` process on 127.0.0.1."""
 
-    def __init__(self, models: Path, args: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self, models: Path, args: list[str] | None = None, env: dict[str, str] | None = None
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = models.parent / f"server-{self.port}.log"
-        cmd = [sys.executable, "-m", "app.cli", "serve", "--models", str(models),
-               "--host", "127.0.0.1", "--port", str(self.port), *(args or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--models",
+            str(models),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *(args or []),
+        ]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -157,8 +172,12 @@ def start_server() -> Iterator:  # type: ignore[type-arg]
     """Factory: start_server(models_dir, args=[...], env={...}) -> ready ServerProcess."""
     started: list[ServerProcess] = []
 
-    def start(models: Path, args: list[str] | None = None, env: dict[str, str] | None = None,
-              wait: bool = True) -> ServerProcess:
+    def start(
+        models: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> ServerProcess:
         server = ServerProcess(models, args, env)
         started.append(server)
         if wait:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -90,7 +90,9 @@ def expected_logits(batch: np.ndarray, num_classes: int) -> np.ndarray:
 
 def fake_config(name: str = "fake", **overrides: object) -> ModelConfig:
     data: dict[str, object] = {
-        "name": name, "backend": "fake", "num_classes": 256,
+        "name": name,
+        "backend": "fake",
+        "num_classes": 256,
         "labels": [f"grey{i}" for i in range(256)],
     }
     data.update(overrides)

@@ -54,8 +54,9 @@ async def test_concurrent_requests_form_batches_and_get_their_own_rows() -> None
         assert rows.shape == (1, 256)
         np.testing.assert_array_equal(rows, expected_logits(images(value), 256))
     await batcher.close()
-    assert metrics.registry.get_sample_value(
-        "resnet_serve_batch_size_count", {"model": "fake"}) == 3
+    assert (
+        metrics.registry.get_sample_value("resnet_serve_batch_size_count", {"model": "fake"}) == 3
+    )
 
 
 async def test_requests_are_never_split_or_reordered() -> None:
@@ -98,8 +99,12 @@ async def test_backend_failure_fails_only_its_batch() -> None:
     assert isinstance(got[1], InferenceError) and isinstance(got[2], InferenceError)
     assert "fake backend failure" in got[1].message
     assert isinstance(got[3], np.ndarray) and int(np.argmax(got[3][0])) == 8
-    assert metrics.registry.get_sample_value(
-        "resnet_serve_inference_failures_total", {"model": "fake"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "resnet_serve_inference_failures_total", {"model": "fake"}
+        )
+        == 1
+    )
     await batcher.close()
 
 
@@ -114,8 +119,12 @@ async def test_full_queue_rejects_at_once_and_recovers() -> None:
     assert info.value.retry_after_s >= 1
     assert len(await asyncio.gather(*accepted)) == 3  # accepted work still completes
     assert (await batcher.submit(images(5), far())).shape == (1, 256)  # recovered
-    assert metrics.registry.get_sample_value(
-        "resnet_serve_rejected_total", {"model": "fake", "reason": "queue_full"}) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "resnet_serve_rejected_total", {"model": "fake", "reason": "queue_full"}
+        )
+        == 1
+    )
     await batcher.close()
 
 
@@ -171,8 +180,9 @@ async def test_padding_to_buckets() -> None:
     cfg = fake_config("pad", batching=BatchingConfig(max_batch_size=8))
     FakeBackend.behaviour["pad"] = Behaviour(delay_s=0.05)
     metrics = Metrics()
-    batcher = DynamicBatcher("pad", [create_backend(cfg)], cfg.batching, metrics.for_model("pad"),
-                             pad_to_bucket=True)
+    batcher = DynamicBatcher(
+        "pad", [create_backend(cfg)], cfg.batching, metrics.for_model("pad"), pad_to_bucket=True
+    )
     batcher.start()
     first = batcher.submit(images(1), far())
     await asyncio.sleep(0.01)
@@ -201,7 +211,9 @@ async def test_close_does_not_wait_for_a_stuck_call() -> None:
     cfg = fake_config("stuck", batching=BatchingConfig(max_batch_size=1, infer_timeout_s=0.1))
     FakeBackend.behaviour["stuck"] = Behaviour(delay_s=2.0)
     metrics = Metrics()
-    batcher = DynamicBatcher("stuck", [create_backend(cfg)], cfg.batching, metrics.for_model("stuck"))
+    batcher = DynamicBatcher(
+        "stuck", [create_backend(cfg)], cfg.batching, metrics.for_model("stuck")
+    )
     batcher.start()
     with pytest.raises(InferenceError, match="did not finish"):
         await batcher.submit(images(1), far())

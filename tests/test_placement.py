@@ -48,7 +48,8 @@ def test_gpu_decoding_stays_on_one_gpu_per_process() -> None:
     with pytest.raises(ValueError, match="one server per GPU"):
         cfg(2, device="cuda", devices=["cuda:0", "cuda:1"], input={"decode": "gpu"})
     assert instance_devices(cfg(2, device="cuda", devices=["cuda:1"], input={"decode": "gpu"})) == [
-        "cuda:1", "cuda:1"
+        "cuda:1",
+        "cuda:1",
     ]
 
 

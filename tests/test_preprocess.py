@@ -53,7 +53,8 @@ def test_exif_rotated_photo_is_classified_upright() -> None:
 
 
 @pytest.mark.parametrize(
-    "mode", ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"],
+    "mode",
+    ["L", "LA", "RGBA", "P", "CMYK", "I;16", "1"],
 )
 def test_modes_become_rgb(mode: str) -> None:
     base = synthetic_photo(3, (320, 240))

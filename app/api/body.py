@@ -93,7 +93,7 @@ async def read_images(request: Request, settings: Settings) -> list[bytes]:
         return [decode_base64(text, i) for i, text in enumerate(images)]
     raise UnsupportedMediaType(
         f"Content-Type {kind or '(none)'!r} is not accepted; send image/* (one image), "
-        "multipart/form-data (image files) or application/json ({\"images\": [base64, ...]})"
+        'multipart/form-data (image files) or application/json ({"images": [base64, ...]})'
     )
 
 
@@ -122,7 +122,9 @@ async def _multipart_images(request: Request, settings: Settings) -> list[bytes]
             data = await f.read()
             total += len(data)
             if total > settings.max_body_bytes:
-                raise PayloadTooLarge(f"images larger than the limit of {settings.max_body_bytes} bytes")
+                raise PayloadTooLarge(
+                    f"images larger than the limit of {settings.max_body_bytes} bytes"
+                )
             out.append(data)
         return out
     finally:

@@ -61,8 +61,12 @@ async def classify(
     dataplane: DataPlaneDep,
     settings: SettingsDep,
     top_k: Annotated[
-        int, Query(ge=1, le=1000, description="Predictions per image, best first (at most "
-                   "RESNET_SERVE_MAX_TOP_K).")
+        int,
+        Query(
+            ge=1,
+            le=1000,
+            description="Predictions per image, best first (at most RESNET_SERVE_MAX_TOP_K).",
+        ),
     ] = 5,
     timeout_ms: Annotated[
         float | None, Query(ge=1, le=600_000, description="Deadline for this request, in ms.")
@@ -79,7 +83,10 @@ async def classify(
             {
                 "model": model.name,
                 "predictions": [
-                    [{"index": p.index, "label": p.label, "probability": p.probability} for p in row]
+                    [
+                        {"index": p.index, "label": p.label, "probability": p.probability}
+                        for p in row
+                    ]
                     for row in results
                 ],
             }

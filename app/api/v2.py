@@ -205,9 +205,7 @@ def _accepted(model: ServedModel) -> str:
     )
 
 
-async def input_batch(
-    dataplane: DataPlane, model: ServedModel, req: codec.InferRequest
-) -> Batch:
+async def input_batch(dataplane: DataPlane, model: ServedModel, req: codec.InferRequest) -> Batch:
     """The request's one input -> uint8 (N, crop, crop, 3), the batch every backend takes."""
     if len(req.inputs) != 1 or req.inputs[0].name not in (schema.INPUT_PIXELS, schema.INPUT_FILES):
         names = ", ".join(repr(t.name) for t in req.inputs)

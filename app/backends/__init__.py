@@ -47,5 +47,10 @@ def create_backend(config: ModelConfig) -> Backend:
 
 
 __all__ = [
-    "Backend", "BackendInfo", "REGISTRY", "backend_class", "create_backend", "register_plugins",
+    "Backend",
+    "BackendInfo",
+    "REGISTRY",
+    "backend_class",
+    "create_backend",
+    "register_plugins",
 ]

@@ -12,8 +12,8 @@ default decodes on the CPU and calls infer().
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
 import sys
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np

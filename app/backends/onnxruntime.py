@@ -92,7 +92,7 @@ class OnnxRuntimeBackend(Backend):
         if self.config.is_cuda and hasattr(ort, "preload_dlls"):
             try:  # onnxruntime-gpu finds CUDA and cuDNN in torch's wheels this way
                 ort.preload_dlls()
-            except Exception as exc:  # noqa: BLE001 - a missing library shows up below
+            except Exception as exc:
                 log.debug("onnxruntime.preload_dlls() failed: %s", exc)
 
         available = set(ort.get_available_providers())
@@ -104,7 +104,9 @@ class OnnxRuntimeBackend(Backend):
             else:
                 log.warning(
                     "model %s: %s asked for but not in this onnxruntime build (%s); falling back",
-                    self.config.name, full, ", ".join(sorted(available)),
+                    self.config.name,
+                    full,
+                    ", ".join(sorted(available)),
                 )
         if providers and providers[0][0] == "TensorrtExecutionProvider":
             os.makedirs(providers[0][1]["trt_engine_cache_path"], exist_ok=True)
@@ -119,8 +121,10 @@ class OnnxRuntimeBackend(Backend):
         if not self.config.onnxruntime.allow_spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
-            str(path), sess_options=opts,
-            providers=[p for p, _ in providers], provider_options=[o for _, o in providers],
+            str(path),
+            sess_options=opts,
+            providers=[p for p, _ in providers],
+            provider_options=[o for _, o in providers],
         )
         self._providers = self._session.get_providers()
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -128,11 +132,14 @@ class OnnxRuntimeBackend(Backend):
         if inputs[0].type != "tensor(uint8)":
             raise ValueError(f"{path} takes {inputs[0].type}; resnet-serve exports take uint8 NHWC")
         self._io_binding = (
-            self._providers[0] != "CPUExecutionProvider" and self.config.onnxruntime.cuda.use_io_binding
+            self._providers[0] != "CPUExecutionProvider"
+            and self.config.onnxruntime.cuda.use_io_binding
         )
         asked = [PROVIDER_NAMES[s] for s in wanted_providers(self.config)]
         if self._providers[0] != asked[0]:
-            log.warning("model %s: asked for %s, running on %s", self.config.name, asked, self._providers)
+            log.warning(
+                "model %s: asked for %s, running on %s", self.config.name, asked, self._providers
+            )
         log.info("model %s: onnxruntime providers active: %s", self.config.name, self._providers)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -191,7 +191,7 @@ def run_in_process(args: argparse.Namespace) -> int:
         info, rows = bench_backend(
             cfg, args.batch_sizes, args.min_time, pixels=pixels, on_row=on_row
         )
-    except Exception as exc:  # noqa: BLE001 - a backend that cannot load is a clear failure
+    except Exception as exc:
         return _fail(f"backend {cfg.backend} failed: {type(exc).__name__}: {exc}")
     print(
         f"providers: {', '.join(info['providers'])}; load {info['load_s']:.2f} s, "

@@ -112,8 +112,11 @@ def candidates(cfg: ModelConfig, device: str) -> list[Candidate]:
     files = cfg.files
     out: list[Candidate] = []
     if "eager" in files:
-        out += [Candidate("eager", "fp32"), Candidate("eager", "bf16", skip=bf16),
-                Candidate("eager", "fp16", skip=no_gpu)]
+        out += [
+            Candidate("eager", "fp32"),
+            Candidate("eager", "bf16", skip=bf16),
+            Candidate("eager", "fp16", skip=no_gpu),
+        ]
     if "torchscript" in files:
         out.append(Candidate("torchscript", "fp32"))
     if "torchscript-bf16" in files:
@@ -136,7 +139,7 @@ def run_backend(cfg: ModelConfig, images: np.ndarray, batch_size: int) -> tuple[
     try:
         backend.load()
         provider = (backend.info().providers or ["?"])[0]
-        out = [backend.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        out = [backend.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     finally:
         backend.close()
     return np.concatenate(out).astype(np.float32), provider
@@ -155,22 +158,34 @@ def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float, fl
 
 
 def check_model(
-    model_dir: Path, images_dir: Path, device: str | None = None, batch_size: int = 32,
+    model_dir: Path,
+    images_dir: Path,
+    device: str | None = None,
+    batch_size: int = 32,
     limit: int | None = None,
 ) -> tuple[ModelConfig, ImageSet, list[Row], float | None]:
     """Run every candidate; return the config, the images, the rows and the reference accuracy."""
     base = read_model_config(model_dir)
     device = device or base.device
     if "eager" not in base.files:
-        raise ValueError(f"{model_dir} has no eager state_dict: check compares every backend "
-                         "with eager fp32, so export the model with the eager format too")
+        raise ValueError(
+            f"{model_dir} has no eager state_dict: check compares every backend "
+            "with eager fp32, so export the model with the eager format too"
+        )
     data = load_images(images_dir, base.input, base.labels or None, limit=limit)
 
-    def variant(backend: str, precision: str, dev: str, providers: list[str] | None = None) -> ModelConfig:
+    def variant(
+        backend: str, precision: str, dev: str, providers: list[str] | None = None
+    ) -> ModelConfig:
         overrides: dict[str, object] = {
-            "backend": backend, "precision": precision, "device": dev,
-            "batching": {**base.batching.model_dump(), "max_batch_size": batch_size,
-                         "instances": 1},
+            "backend": backend,
+            "precision": precision,
+            "device": dev,
+            "batching": {
+                **base.batching.model_dump(),
+                "max_batch_size": batch_size,
+                "instances": 1,
+            },
         }
         if providers is not None:
             overrides["onnxruntime"] = {**base.onnxruntime.model_dump(), "providers": providers}
@@ -189,11 +204,13 @@ def check_model(
             continue
         try:
             logits, row.provider = run_backend(
-                variant(cand.backend, cand.precision, device, cand.providers), data.images, batch_size
+                variant(cand.backend, cand.precision, device, cand.providers),
+                data.images,
+                batch_size,
             )
             if logits.shape != reference.shape:
                 raise ValueError(f"logits of shape {logits.shape}, eager's are {reference.shape}")
-        except Exception as exc:  # noqa: BLE001 - reported as a failed row
+        except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
             continue
         row.top1, row.top5, row.rel_error = compare(reference, logits)
@@ -210,15 +227,32 @@ def _pct(value: float | None) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
-    header = ("backend", "precision", "provider", "top-1 agree", "top-5 agree",
-              "max rel err", "accuracy", "threshold", "result")
+    header = (
+        "backend",
+        "precision",
+        "provider",
+        "top-1 agree",
+        "top-5 agree",
+        "max rel err",
+        "accuracy",
+        "threshold",
+        "result",
+    )
     lines = [header]
     for r in rows:
-        lines.append((
-            r.backend, r.precision, r.provider or "-", _pct(r.top1), _pct(r.top5),
-            "-" if r.rel_error is None else f"{r.rel_error:.2e}", _pct(r.accuracy),
-            r.threshold, r.result,
-        ))
+        lines.append(
+            (
+                r.backend,
+                r.precision,
+                r.provider or "-",
+                _pct(r.top1),
+                _pct(r.top5),
+                "-" if r.rel_error is None else f"{r.rel_error:.2e}",
+                _pct(r.accuracy),
+                r.threshold,
+                r.result,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     widths.append(len(header[-1]))  # the result column runs long: not padded
     out = []
@@ -240,9 +274,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"check failed: {exc}", file=sys.stderr)
         return 2
     labelled = "labelled by folder" if data.truth is not None else "no labels"
-    print(f"model {cfg.name} ({cfg.arch}, {cfg.weights}); {len(data.files)} images from "
-          f"{args.images} ({labelled}), input {cfg.input.resize}/{cfg.input.crop}")
-    print("reference: eager fp32 on cpu" + (f", accuracy {ref_acc:.2%}" if ref_acc is not None else ""))
+    print(
+        f"model {cfg.name} ({cfg.arch}, {cfg.weights}); {len(data.files)} images from "
+        f"{args.images} ({labelled}), input {cfg.input.resize}/{cfg.input.crop}"
+    )
+    print(
+        "reference: eager fp32 on cpu"
+        + (f", accuracy {ref_acc:.2%}" if ref_acc is not None else "")
+    )
     print(format_table(rows))
     failed = [r for r in rows if not r.passed]
     ran = sum(1 for r in rows if not r.skipped)
@@ -250,14 +289,17 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     check = sub.add_parser(
-        "check", help="agreement of every backend and precision of a model with eager fp32",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "check",
+        help="agreement of every backend and precision of a model with eager fp32",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     check.add_argument("model", help="model directory (holding config.json)")
-    check.add_argument("--images", required=True,
-                       help="folder of images (DIR/<label>/* also reports accuracy)")
+    check.add_argument(
+        "--images", required=True, help="folder of images (DIR/<label>/* also reports accuracy)"
+    )
     check.add_argument("--device", help="cpu or cuda:N (default: the model's)")
     check.add_argument("--batch-size", type=int, default=32)
     check.add_argument("--limit", type=int, help="use only the first N images (sorted by path)")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torchvision
 
-from app.config import BatchingConfig, ModelConfig, PreprocessConfig
 from app.backends.torch.models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
+from app.config import BatchingConfig, ModelConfig, PreprocessConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,14 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
         return Weights(None, f"random (seed {seed})", imagenet_labels(arch))
     if weights == "imagenet":
         if arch not in torchvision.models.list_models():
-            raise ExportError(f"{arch} has no ImageNet weights; pass a state_dict file to --weights")
+            raise ExportError(
+                f"{arch} has no ImageNet weights; pass a state_dict file to --weights"
+            )
         spec = torchvision.models.get_model_weights(arch).DEFAULT
         try:
             state = spec.get_state_dict(progress=False, check_hash=True)
             return Weights(state, f"imagenet ({spec})", imagenet_labels(arch))
-        except Exception as exc:  # noqa: BLE001 - any download failure means the same
+        except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if not allow_random_fallback:
                 raise ExportError(
@@ -96,7 +98,9 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
             )
     path = Path(weights)
     if not path.is_file():
-        raise ExportError(f"--weights must be imagenet, random or a state_dict file; {path} is none")
+        raise ExportError(
+            f"--weights must be imagenet, random or a state_dict file; {path} is none"
+        )
     loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(loaded, dict) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
@@ -228,16 +232,21 @@ def export_model(
             sample = load_images(calibration_images, preprocess, limit=64).images
         with torch.inference_mode():
             sample_reference = module(torch.from_numpy(sample)).numpy()
-        for key, got in _export_precisions(precisions, files, module, example, out, preprocess,
-                                           calibration_images, sample):
+        for key, got in _export_precisions(
+            precisions, files, module, example, out, preprocess, calibration_images, sample
+        ):
             files[key] = PRECISION_FILES[key]
             if got is not None:
                 errors[key] = relative_error(sample_reference, got)
                 where = "calibration images" if sample is not check else "random images"
-                print(f"{key:16s} {out / files[key]}  max relative error vs eager fp32 on "
-                      f"{len(sample)} {where}: {errors[key]:.2e}")
+                print(
+                    f"{key:16s} {out / files[key]}  max relative error vs eager fp32 on "
+                    f"{len(sample)} {where}: {errors[key]:.2e}"
+                )
 
-    backend = "onnxruntime" if "onnx" in files else ("torchscript" if "torchscript" in files else "eager")
+    backend = (
+        "onnxruntime" if "onnx" in files else ("torchscript" if "torchscript" in files else "eager")
+    )
     config = ModelConfig(
         name=name or out.name,
         arch=arch,
@@ -252,7 +261,9 @@ def export_model(
         export_check=errors,
     )
     config.write(out)
-    print(f"wrote {out / 'config.json'} (serves with backend {backend}; weights: {resolved.source})")
+    print(
+        f"wrote {out / 'config.json'} (serves with backend {backend}; weights: {resolved.source})"
+    )
     return config
 
 
@@ -302,7 +313,7 @@ def _export_precisions(
         convert_fp16(out / files["onnx"], path)
         try:  # made for CUDA / TensorRT; ONNX Runtime's CPU provider runs it too, slowly
             got: np.ndarray | None = run_onnx(path, sample)
-        except Exception as exc:  # noqa: BLE001 - checked on the GPU instead
+        except Exception as exc:
             print(f"onnx-fp16: not checked here (the CPU provider cannot run it: {exc})")
             got = None
         made.append(("onnx-fp16", got))

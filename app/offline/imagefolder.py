@@ -26,7 +26,7 @@ class ImageSet:
     truth: np.ndarray | None  # class index per image, or None when the folders are not labels
 
     def batches(self, size: int) -> list[np.ndarray]:
-        return [self.images[i:i + size] for i in range(0, len(self.images), size)]
+        return [self.images[i : i + size] for i in range(0, len(self.images), size)]
 
 
 def image_files(folder: Path, limit: int | None = None) -> list[Path]:
@@ -55,8 +55,6 @@ def load_images(
     index = {name: i for i, name in enumerate(labels or [])}
     found = [index.get(p.parent.name) for p in files]
     truth = (
-        np.asarray(found, dtype=np.int64)
-        if labels and all(i is not None for i in found)
-        else None
+        np.asarray(found, dtype=np.int64) if labels and all(i is not None for i in found) else None
     )
     return ImageSet(files, images, truth)

@@ -74,7 +74,7 @@ def quantize_int8(
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
             self._batches = iter(
-                images[i:i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)
+                images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)
             )
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -103,9 +103,12 @@ def quantize_int8(
         )
     quantised = onnx.load(str(out_path))
     ops = collections.Counter(n.op_type for n in quantised.graph.node)
-    dequantised = {o for n in quantised.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dequantised = {
+        o for n in quantised.graph.node if n.op_type == "DequantizeLinear" for o in n.output
+    }
     fed = sum(
-        1 for n in quantised.graph.node
+        1
+        for n in quantised.graph.node
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
         and any(i in dequantised for i in n.input)
     )

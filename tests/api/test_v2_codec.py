@@ -300,13 +300,23 @@ def test_review_regressions_are_400s_not_500s() -> None:
 
     with _pytest.raises(InvalidInput, match="timeout"):
         v2_codec.parse_request(
-            {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1], "data": [1]}],
-             "parameters": {"timeout": 10**400}},
+            {
+                "inputs": [{"name": "images", "datatype": "UINT8", "shape": [1], "data": [1]}],
+                "parameters": {"timeout": 10**400},
+            },
             memoryview(b""),
         )
     with _pytest.raises(InvalidInput, match="dimension"):
         v2_codec.parse_request(
-            {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [0, 10**30],
-                         "parameters": {"binary_data_size": 0}}]},
+            {
+                "inputs": [
+                    {
+                        "name": "images",
+                        "datatype": "UINT8",
+                        "shape": [0, 10**30],
+                        "parameters": {"binary_data_size": 0},
+                    }
+                ]
+            },
             memoryview(b""),
         )

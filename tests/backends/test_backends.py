@@ -77,8 +77,12 @@ def test_missing_gpu_providers_fall_back_to_cpu_and_say_so(
 
 def test_provider_configuration(resnet18_dir: Path, tmp_path: Path) -> None:
     cfg = read_model_config(resnet18_dir).variant(
-        "trt", device="cuda:1",
-        onnxruntime={"providers": ["tensorrt"], "tensorrt": {"int8": True, "workspace_size": 1 << 30}},
+        "trt",
+        device="cuda:1",
+        onnxruntime={
+            "providers": ["tensorrt"],
+            "tensorrt": {"int8": True, "workspace_size": 1 << 30},
+        },
     )
     assert wanted_providers(cfg) == ["tensorrt", "cuda", "cpu"]
     trt = provider_options(cfg, "tensorrt")
@@ -86,8 +90,12 @@ def test_provider_configuration(resnet18_dir: Path, tmp_path: Path) -> None:
     assert trt["trt_engine_cache_enable"] and trt["trt_max_workspace_size"] == 1 << 30
     assert trt["trt_engine_cache_path"].startswith(str(resnet18_dir))
     cuda = provider_options(cfg, "cuda")
-    assert cuda == {"device_id": 1, "cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": 1,
-                    "do_copy_in_default_stream": 1}
+    assert cuda == {
+        "device_id": 1,
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "prefer_nhwc": 1,
+        "do_copy_in_default_stream": 1,
+    }
     assert wanted_providers(read_model_config(resnet18_dir)) == ["cpu"]
 
 
@@ -111,6 +119,10 @@ def test_serving_core_does_not_import_torch() -> None:
         "import sys; import app.main, app.backends.onnxruntime, app.cli; "
         "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.returncode == 0, out.stderr

@@ -12,7 +12,8 @@ from tests.deploy.helpers import compose_binary
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "docker: builds the image and runs the compose stack (RESNET_SERVE_DOCKER_TESTS=1)"
+        "markers",
+        "docker: builds the image and runs the compose stack (RESNET_SERVE_DOCKER_TESTS=1)",
     )
 
 

@@ -8,7 +8,6 @@ opt-in (RESNET_SERVE_DOCKER_TESTS=1), because it needs a Docker engine and sever
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -30,7 +30,11 @@ def test_image_builds_and_compose_stack_serves_and_is_scraped():
     env = dict(os.environ, PYTHON=sys.executable)
     proc = subprocess.run(
         ["bash", str(DEPLOY / "ci" / "docker-e2e.sh")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=1150,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1150,
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-8000:]

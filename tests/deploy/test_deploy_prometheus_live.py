@@ -57,7 +57,9 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> Non
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+            pytest.fail(
+                f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+            )
         if http(url, timeout=2)[0] == 200:
             return
         time.sleep(0.25)
@@ -88,18 +90,47 @@ def server(tmp_path_factory):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.pop("RESNET_SERVE_AUTH_TOKEN", None)
     export = subprocess.run(
-        [sys.executable, "-m", "app.cli", "export", "--arch", MODEL, "--weights", "random",
-         "--formats", "onnx", "--out", str(tmp / "models" / MODEL)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "export",
+            "--arch",
+            MODEL,
+            "--weights",
+            "random",
+            "--formats",
+            "onnx",
+            "--out",
+            str(tmp / "models" / MODEL),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert export.returncode == 0, export.stdout + export.stderr
     port = free_port()
     log = tmp / "serve.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--models", str(tmp / "models"),
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--models",
+                str(tmp / "models"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,9 +154,14 @@ def prometheus(server, tmp_path_factory):
     log = tmp / "prometheus.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [find_tool("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT,
+            [
+                find_tool("prometheus"),
+                f"--config.file={tmp / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -149,8 +185,12 @@ def scalar(prom: str, expr: str) -> float | None:
 
 
 def classify(server: str, image: bytes) -> int:
-    status, body = http(f"{server}/v1/models/{MODEL}/classify?top_k=5", data=image,
-                        headers={"Content-Type": "image/jpeg"}, timeout=30)
+    status, body = http(
+        f"{server}/v1/models/{MODEL}/classify?top_k=5",
+        data=image,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    )
     assert status == 200, body[:500]
     assert json.loads(body)  # a JSON answer
     return 1
@@ -160,8 +200,10 @@ def test_prometheus_sees_request_count_and_p99(server, prometheus):
     image = jpeg()
     sent = sum(classify(server, image) for _ in range(3))
     count_q = f'sum(resnet_serve_requests_total{{model="{MODEL}",endpoint="classify",code="200"}})'
-    p99_q = ("histogram_quantile(0.99, sum by (le) (rate("
-             f'resnet_serve_request_duration_seconds_bucket{{model="{MODEL}"}}[30s])))')
+    p99_q = (
+        "histogram_quantile(0.99, sum by (le) (rate("
+        f'resnet_serve_request_duration_seconds_bucket{{model="{MODEL}"}}[30s])))'
+    )
     # The first sample lands a few seconds after Prometheus starts; keep traffic flowing so the
     # rate over the window is non-zero, and poll.
     p99 = None
@@ -197,7 +239,7 @@ def test_dashboard_queries_run_on_real_prometheus(server, prometheus):
             continue
         promql(prometheus, expr.replace("$__rate_interval", "1m").replace("$model", ".*"))
     with_data = [
-        f'sum by (model) (rate(resnet_serve_requests_total{{model=~".*"}}[1m]))',
+        'sum by (model) (rate(resnet_serve_requests_total{model=~".*"}[1m]))',
         'resnet_serve_model_ready{model=~".*"}',
     ]
     for expr in with_data:

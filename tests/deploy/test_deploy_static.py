@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from tests.deploy.helpers import DEPLOY, REPO, find_tool, run
-from tests.deploy.metric_names import CONTRACT_SERIES, HISTOGRAMS, dashboard_exprs, names_in, rule_exprs
+from tests.deploy.metric_names import (
+    CONTRACT_SERIES,
+    HISTOGRAMS,
+    dashboard_exprs,
+    names_in,
+    rule_exprs,
+)
 
 K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "resnet-serve.json"
@@ -40,7 +46,9 @@ def _stages(text: str) -> dict[str, str]:
 def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
     text = (REPO / "Dockerfile").read_text()
     stages = _stages(text)
-    assert list(stages) == ["builder", "models", "runtime"], "runtime must be the last (default) stage"
+    assert list(stages) == ["builder", "models", "runtime"], (
+        "runtime must be the last (default) stage"
+    )
     runtime = stages["runtime"]
     assert re.search(r"(?m)^USER 10001:10001$", runtime)
     assert "HEALTHCHECK" in runtime and "/health/ready" in runtime
@@ -55,11 +63,16 @@ def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
 
 
 def test_dockerignore_is_an_allow_list():
-    lines = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines()
-             if l.strip() and not l.startswith("#")]
+    lines = [
+        l.strip()
+        for l in (REPO / ".dockerignore").read_text().splitlines()
+        if l.strip() and not l.startswith("#")
+    ]
     assert lines[0] == "*"
     assert {"!pyproject.toml", "!app/", "!README.md"} <= set(lines)
-    assert not any(l.startswith("!") and ("models" in l or ".venv" in l or "tests" in l) for l in lines)
+    assert not any(
+        l.startswith("!") and ("models" in l or ".venv" in l or "tests" in l) for l in lines
+    )
 
 
 # ------------------------------------------------------------------ compose
@@ -86,7 +99,9 @@ def test_compose_config_is_valid(compose_cmd, clean_env, variant):
 
 def test_compose_config_can_fail(compose_cmd, clean_env, tmp_path):
     bad = tmp_path / "compose.yaml"
-    bad.write_text("services:\n  x:\n    image: busybox\n    restart: sometimes\n    healthcheck: 3\n")
+    bad.write_text(
+        "services:\n  x:\n    image: busybox\n    restart: sometimes\n    healthcheck: 3\n"
+    )
     r = run([*compose_cmd, "-f", str(bad), "config", "-q"], env=clean_env)
     assert r.returncode != 0
 
@@ -152,20 +167,27 @@ def test_promtool_checks_config_and_rules():
 
 
 def test_promtool_rule_unit_tests():
-    r = run([find_tool("promtool"), "test", "rules", "tests/alerts.test.yml"], cwd=DEPLOY / "prometheus")
+    r = run(
+        [find_tool("promtool"), "test", "rules", "tests/alerts.test.yml"], cwd=DEPLOY / "prometheus"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_promtool_can_fail(tmp_path):
     bad = tmp_path / "bad.yml"
-    bad.write_text("groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: rate(foo[5m]\n")
+    bad.write_text(
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: rate(foo[5m]\n"
+    )
     assert run([find_tool("promtool"), "check", "rules", str(bad)]).returncode != 0
 
 
 def test_alert_rules_cover_errors_latency_and_queue():
     exprs = " ".join(rule_exprs(RULES))
     assert 'code=~"5.."' in exprs
-    assert "histogram_quantile(0.99" in exprs and "resnet_serve_request_duration_seconds_bucket" in exprs
+    assert (
+        "histogram_quantile(0.99" in exprs
+        and "resnet_serve_request_duration_seconds_bucket" in exprs
+    )
     assert 'reason="queue_full"' in exprs
     assert names_in(exprs) <= CONTRACT_SERIES, names_in(exprs) - CONTRACT_SERIES
 
@@ -182,13 +204,18 @@ def test_dashboard_has_the_required_queries():
     exprs = dashboard_exprs(DASHBOARD)
     joined = "\n".join(exprs)
     for q in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({q}, sum by (le, model) (rate(resnet_serve_request_duration_seconds_bucket" in joined
+        assert (
+            f"histogram_quantile({q}, sum by (le, model) (rate(resnet_serve_request_duration_seconds_bucket"
+            in joined
+        )
     assert "rate(resnet_serve_requests_total" in joined  # request rate
     assert 'code=~"5.."' in joined  # error rate
     assert "resnet_serve_queue_depth" in joined
     assert "resnet_serve_batch_size_bucket" in joined  # batch-size distribution
     assert "sum by (model)" in joined  # per model
-    assert "group_left (backend, device, precision) resnet_serve_model_info" in joined  # per backend
+    assert (
+        "group_left (backend, device, precision) resnet_serve_model_info" in joined
+    )  # per backend
 
 
 def test_dashboard_uses_only_exported_metric_names():
@@ -210,7 +237,9 @@ def test_dashboard_panels_point_at_the_provisioned_datasource():
         if p["type"] != "row":
             assert p["datasource"]["uid"] == source["uid"], p["title"]
             assert p["targets"], p["title"]
-    prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/resnet-serve.yaml").read_text())
+    prov = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/resnet-serve.yaml").read_text()
+    )
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
@@ -226,7 +255,11 @@ def _merge(base, patch):
         for k, v in patch.items():
             out[k] = _merge(base[k], v) if k in base else v
         return out
-    if isinstance(base, list) and isinstance(patch, list) and all("name" in x for x in base + patch):
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all("name" in x for x in base + patch)
+    ):
         out = [copy.deepcopy(x) for x in base]
         for item in patch:
             idx = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
@@ -265,14 +298,31 @@ def test_kubernetes_validate_gpu_deployment(tmp_path):
 def test_kubernetes_validate_kserve_and_operator_pod_specs(tmp_path):
     """CRDs have no schema offline: validate the pod parts they embed as real core types."""
     (rt,) = _docs(K8S / "kserve" / "servingruntime.yaml")
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rt"},
-           "spec": {"containers": rt["spec"]["containers"]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "rt"},
+        "spec": {"containers": rt["spec"]["containers"]},
+    }
     docs = [pod]
     for f in ("inferenceservice.yaml", "inferenceservice-gpu.yaml"):
         (isvc,) = _docs(K8S / "kserve" / f)
-        docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": isvc["metadata"]["name"]},
-                     "spec": {"containers": [{"name": "c", "image": "x",
-                                              "resources": isvc["spec"]["predictor"]["model"]["resources"]}]}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": isvc["metadata"]["name"]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "x",
+                            "resources": isvc["spec"]["predictor"]["model"]["resources"],
+                        }
+                    ]
+                },
+            }
+        )
     rc, out = _kv(tmp_path, docs)
     assert rc == 0 and out.count("passed") == 3, out
 
@@ -319,8 +369,11 @@ def test_service_hpa_and_monitor_select_the_deployment():
     (sm,) = _docs(K8S / "servicemonitor.yaml")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": dep["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": dep["metadata"]["name"],
+    }
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
     port_names = {p["name"] for p in svc["spec"]["ports"]}
     assert all(e["port"] in port_names and e["path"] == "/metrics" for e in sm["spec"]["endpoints"])
@@ -334,7 +387,9 @@ def test_service_hpa_and_monitor_select_the_deployment():
 def test_prometheusrule_matches_the_compose_rules():
     (pr,) = _docs(K8S / "prometheusrule.yaml")
     assert pr["kind"] == "PrometheusRule"
-    assert pr["spec"] == yaml.safe_load(RULES.read_text()), "regenerate prometheusrule.yaml from the rules file"
+    assert pr["spec"] == yaml.safe_load(RULES.read_text()), (
+        "regenerate prometheusrule.yaml from the rules file"
+    )
 
 
 def test_kserve_runtime_speaks_v2_and_matches_the_inference_services():

@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.offline import check
 from app.config import read_model_config
+from app.offline import check
 from app.offline.imagefolder import load_images
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ def classify_over_http(url: str, files: list[Path]) -> np.ndarray:
     top1: list[int] = []
     with httpx.Client(base_url=url, timeout=60.0) as client:
         for start in range(0, len(files), PER_REQUEST):
-            chunk = files[start:start + PER_REQUEST]
+            chunk = files[start : start + PER_REQUEST]
             parts = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in chunk]
             response = client.post("classify", files=parts, params={"top_k": 1})
             assert response.status_code == 200, response.text
@@ -72,7 +72,7 @@ def test_http_accuracy_equals_in_process_eager_accuracy(
     server = start_server(repo)
     served = httpx.get(f"{server.url}/v1/models").json()
     states = {m["name"]: m["state"] for m in served["models"]}
-    assert states == {name: "ready" for name in ["digits", *variants]}, served
+    assert states == dict.fromkeys(["digits", *variants], "ready"), served
 
     report = []
     for name in ["digits", *variants]:
@@ -80,8 +80,10 @@ def test_http_accuracy_equals_in_process_eager_accuracy(
         in_process, provider = check.run_backend(cfg, data.images, 32)
         over_http = classify_over_http(f"{server.url}/v1/models/{name}/", data.files)
         accuracy = float((over_http == data.truth).mean())
-        report.append(f"{name:24s} {cfg.backend:12s} {cfg.precision:5s} {provider:22s} "
-                      f"http {accuracy:.4f}  in-process eager {eager_accuracy:.4f}")
+        report.append(
+            f"{name:24s} {cfg.backend:12s} {cfg.precision:5s} {provider:22s} "
+            f"http {accuracy:.4f}  in-process eager {eager_accuracy:.4f}"
+        )
         # the HTTP path changes nothing: the same class for every image as in-process
         np.testing.assert_array_equal(over_http, in_process.argmax(1), err_msg=name)
         assert accuracy == eager_accuracy, "\n".join(report)

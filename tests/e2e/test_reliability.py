@@ -33,9 +33,12 @@ def post(client: httpx.Client, model: str, grey: int) -> httpx.Response:
 
 def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
     repo = tmp_path / "models"
-    write_fake_model(repo, "faulty", options={"fail_on": [13], "oom_on": [15], "hang_on": [14],
-                                             "hang_s": 3.0},
-                     batching={"max_batch_size": 1, "instances": 2, "infer_timeout_s": 0.5})
+    write_fake_model(
+        repo,
+        "faulty",
+        options={"fail_on": [13], "oom_on": [15], "hang_on": [14], "hang_s": 3.0},
+        batching={"max_batch_size": 1, "instances": 2, "infer_timeout_s": 0.5},
+    )
     server = start_server(repo, env=ENV)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         r = post(client, "faulty", 13)
@@ -81,15 +84,22 @@ def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(
             b"POST /v1/models/slow/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         time.sleep(0.3)  # queued behind the blocker
         sock.close()
         blocker.join()
         time.sleep(1.5)  # long enough for the abandoned request to have run, had it been run
         assert metric(server.url, "resnet_serve_images_total", 'model="slow"') == 1
-        assert metric(server.url, "resnet_serve_requests_total",
-                      'code="499",endpoint="classify",model="slow"') == 1
+        assert (
+            metric(
+                server.url,
+                "resnet_serve_requests_total",
+                'code="499",endpoint="classify",model="slow"',
+            )
+            == 1
+        )
 
 
 def test_logs_never_hold_request_bodies(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
@@ -118,8 +128,9 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path, start_serve
         # connection still in the kernel's accept backlog (never accepted by the server) is
         # reset: both only after the grace period. Every request the server accepted must be
         # answered 200.
-        with httpx.Client(base_url=server.url, timeout=30,
-                          limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        with httpx.Client(
+            base_url=server.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+        ) as client:
             for i in range(10_000):
                 sent = time.monotonic()
                 try:
@@ -129,7 +140,7 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path, start_serve
                     outcome = "refused"
                 except (httpx.ReadError, httpx.RemoteProtocolError) as exc:
                     outcome = f"reset: {exc}"
-                except Exception as exc:  # noqa: BLE001 - anything else is a failure below
+                except Exception as exc:
                     outcome = f"error: {type(exc).__name__}: {exc}"
                 with lock:
                     results.append((sent, outcome))
@@ -155,7 +166,8 @@ def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path, start_serve
     assert not errors, errors
     during_grace = [o for s, o in results if sigterm_at[0] < s < grace_end - 0.3]
     assert during_grace and all(o == 200 for o in during_grace)  # still accepting in the grace
-    not_served_early = [(s - sigterm_at[0], o) for s, o in results
-                        if o != 200 and s < grace_end - 0.1]
+    not_served_early = [
+        (s - sigterm_at[0], o) for s, o in results if o != 200 and s < grace_end - 0.1
+    ]
     assert not not_served_early, not_served_early
     assert "Traceback" not in server.log()

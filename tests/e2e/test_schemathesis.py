@@ -22,19 +22,40 @@ HERE = Path(__file__).parent
 def test_schemathesis_finds_no_internal_errors(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
     repo = tmp_path / "models"
     write_fake_model(repo, "fake", batching={"max_batch_size": 4})
-    server = start_server(repo, env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
-                                     "RESNET_SERVE_MAX_IMAGES_PER_REQUEST": "4"})
+    server = start_server(
+        repo,
+        env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN, "RESNET_SERVE_MAX_IMAGES_PER_REQUEST": "4"},
+    )
     config = tmp_path / "schemathesis.toml"
-    config.write_text('[parameters]\n"path.name" = "fake"\n"path.version" = "1"\n')  # reach the model, not only 404s
+    config.write_text(
+        '[parameters]\n"path.name" = "fake"\n"path.version" = "1"\n'
+    )  # reach the model, not only 404s
     st = Path(sys.executable).with_name("st")
     result = subprocess.run(
-        [str(st), "--config-file", str(config), "run", f"{server.url}/openapi.json",
-         "--max-examples", "40", "--generation-deterministic", "--workers", "1",
-         "--checks", "no_internal_error,errors_are_json,status_code_conformance,"
-                     "content_type_conformance,response_schema_conformance"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,  # its cache stays out of the repo
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks",
-             "PYTHONPATH": str(HERE.parents[1])},
+        [
+            str(st),
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.url}/openapi.json",
+            "--max-examples",
+            "40",
+            "--generation-deterministic",
+            "--workers",
+            "1",
+            "--checks",
+            "no_internal_error,errors_are_json,status_code_conformance,"
+            "content_type_conformance,response_schema_conformance",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,  # its cache stays out of the repo
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks",
+            "PYTHONPATH": str(HERE.parents[1]),
+        },
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "generated" in result.stdout

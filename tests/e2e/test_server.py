@@ -23,8 +23,11 @@ def test_every_backend_gives_the_same_top5_for_real_jpegs(
         for data in jpegs:
             tops = []
             for name in names:
-                r = client.post(f"/v1/models/{name}/classify?top_k=5", content=data,
-                                headers={"Content-Type": "image/jpeg"})
+                r = client.post(
+                    f"/v1/models/{name}/classify?top_k=5",
+                    content=data,
+                    headers={"Content-Type": "image/jpeg"},
+                )
                 assert r.status_code == 200, r.text
                 tops.append([p["index"] for p in r.json()["predictions"][0]])
             assert tops[0] == tops[1] == tops[2]
@@ -33,7 +36,10 @@ def test_every_backend_gives_the_same_top5_for_real_jpegs(
         r = client.post("/v1/models/resnet18/classify?top_k=1", files=files)
         assert r.status_code == 200 and len(r.json()["predictions"]) == 3
         metrics = client.get("/metrics").text
-        assert 'resnet_serve_requests_total{code="200",endpoint="classify",model="resnet18-eager"}' in metrics
+        assert (
+            'resnet_serve_requests_total{code="200",endpoint="classify",model="resnet18-eager"}'
+            in metrics
+        )
     assert server.stop() == 0
     assert "Traceback" not in server.log()
 
@@ -72,18 +78,23 @@ def test_several_worker_processes_share_the_port_and_the_metrics(
     write_fake_model(repo, "fake")
     server = start_server(repo, ["--workers", "2"], env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN})
     pids = set()
-    with httpx.Client(base_url=server.url, timeout=30,
-                      limits=httpx.Limits(max_keepalive_connections=0)) as client:
+    with httpx.Client(
+        base_url=server.url, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+    ) as client:
         for i in range(40):
-            r = client.post("/v1/models/fake/classify?top_k=1", content=grey_png(i),
-                            headers={"Content-Type": "image/png"})
+            r = client.post(
+                "/v1/models/fake/classify?top_k=1",
+                content=grey_png(i),
+                headers={"Content-Type": "image/png"},
+            )
             assert r.status_code == 200 and r.json()["predictions"][0][0]["index"] == i
         for _ in range(20):
             pids.add(client.get("/v1/models/fake").json()["worker_pid"])
         text = client.get("/metrics").text
     count = re.search(
         r'^resnet_serve_requests_total\{code="200",endpoint="classify",model="fake"\} (\S+)$',
-        text, re.M,
+        text,
+        re.M,
     )
     assert count and float(count.group(1)) == 40  # summed over both workers
     assert 'resnet_serve_model_ready{model="fake"} 1.0' in text

@@ -9,12 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from app.config import read_model_config
 from app.preprocess import decode
-
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.e2e
 MODEL = "resnet18"

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from app.offline import check
+from app.backends.torch.models import build_arch
 from app.cli import main
 from app.config import read_model_config
+from app.offline import check
 from app.offline.export import export_model
 from app.offline.quantize import quantize_int8
 from app.offline.recipes import digits
-from app.backends.torch.models import build_arch
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,13 @@ def test_every_cpu_backend_and_precision_agrees(report) -> None:  # type: ignore
     assert ref_acc is not None and ref_acc >= 0.99
     by = rows_by_key(rows)
     ran = {k for k, r in by.items() if not r.skipped}
-    expected = {("eager", "fp32"), ("torchscript", "fp32"), ("onnxruntime", "fp32"),
-                ("onnxruntime", "int8"), ("onnxruntime", "fp16")}
+    expected = {
+        ("eager", "fp32"),
+        ("torchscript", "fp32"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
+        ("onnxruntime", "fp16"),
+    }
     if check.bf16_support("cpu") is None:
         expected |= {("eager", "bf16"), ("torchscript", "bf16")}
     assert expected <= ran
@@ -72,7 +77,9 @@ def test_cli_prints_the_table_and_exits_zero(
 
 
 def test_badly_calibrated_int8_fails_the_check(
-    digits_dir: Path, digits_images: dict[str, Path], tmp_path: Path,
+    digits_dir: Path,
+    digits_images: dict[str, Path],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """int8 calibrated on blank paper agrees on ~76 % of the held-out digits: exit 1."""
@@ -99,8 +106,13 @@ def test_a_different_fp32_graph_fails_the_check(
     shutil.copytree(digits_dir, bad)
     torch.manual_seed(1)
     torch.save(build_arch("resnet-mini", 10).state_dict(), tmp_path / "untrained.pt")
-    other = export_model("resnet-mini", str(tmp_path / "untrained.pt"), ["onnx"],
-                         tmp_path / "other", preprocess=digits.PREPROCESS)
+    other = export_model(
+        "resnet-mini",
+        str(tmp_path / "untrained.pt"),
+        ["onnx"],
+        tmp_path / "other",
+        preprocess=digits.PREPROCESS,
+    )
     shutil.copy(tmp_path / "other" / other.files["onnx"], bad / "model.onnx")
     _, _, rows, _ = check.check_model(bad, digits_images["test"], limit=50)
     by = rows_by_key(rows)
@@ -114,16 +126,18 @@ def test_wrong_number_of_classes_is_a_failed_row(
 ) -> None:
     bad = tmp_path / "digits"
     shutil.copytree(digits_dir, bad)
-    export_model("resnet-mini", "random", ["onnx"], tmp_path / "other",
-                 preprocess=digits.PREPROCESS)  # 1000 classes
+    export_model(
+        "resnet-mini", "random", ["onnx"], tmp_path / "other", preprocess=digits.PREPROCESS
+    )  # 1000 classes
     shutil.copy(tmp_path / "other" / "model.onnx", bad / "model.onnx")
     _, _, rows, _ = check.check_model(bad, digits_images["test"], limit=10)
     row = rows_by_key(rows)[("onnxruntime", "fp32")]
     assert not row.passed and "shape" in (row.error or "")
 
 
-def test_missing_images_is_a_clear_error(digits_dir: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_images_is_a_clear_error(
+    digits_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["check", str(digits_dir), "--images", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()

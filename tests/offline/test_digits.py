@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from app.backends.torch.models import build_arch, wrap
 from app.offline.imagefolder import load_images
 from app.offline.recipes import digits
-from app.backends.torch.models import build_arch, wrap
 
 
 def eager(weights: Path | dict) -> torch.nn.Module:  # type: ignore[type-arg]

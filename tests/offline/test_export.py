@@ -16,7 +16,11 @@ from app.offline.export import ExportError, export_model
 
 def test_export_writes_every_format_and_a_config(resnet18_dir: Path) -> None:
     cfg = read_model_config(resnet18_dir)
-    assert cfg.files == {"eager": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+    assert cfg.files == {
+        "eager": "model.pt",
+        "torchscript": "model.torchscript.pt",
+        "onnx": "model.onnx",
+    }
     assert all((resnet18_dir / f).is_file() for f in cfg.files.values())
     assert cfg.backend == "onnxruntime" and cfg.device == "cpu" and cfg.precision == "fp32"
     assert set(cfg.export_check) == {"eager", "torchscript", "onnx"}
@@ -44,11 +48,23 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", refuse)
 
 
-def test_imagenet_offline_stops_without_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_imagenet_offline_stops_without_fallback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _offline(monkeypatch)
-    code = main(["export", "--arch", "resnet18", "--weights", "imagenet", "--formats", "onnx",
-                 "--out", str(tmp_path / "m")])
+    code = main(
+        [
+            "export",
+            "--arch",
+            "resnet18",
+            "--weights",
+            "imagenet",
+            "--formats",
+            "onnx",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     assert code == 2
     assert "--allow-random-fallback" in capsys.readouterr().err
     assert not (tmp_path / "m" / "config.json").exists()
@@ -76,7 +92,9 @@ def test_state_dict_file_and_bad_arguments(resnet18_dir: Path, tmp_path: Path) -
         export_model("resnet18", "random", ["tflite"], tmp_path / "z")
 
 
-def test_disagreeing_format_fails_the_export(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_disagreeing_format_fails_the_export(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     import app.offline.export as export
 
     real = export.run_onnx

@@ -32,8 +32,11 @@ def run(path: Path, batch: np.ndarray) -> np.ndarray:
 def test_config_names_every_precision_file(digits_dir: Path) -> None:
     cfg = read_model_config(digits_dir)
     assert cfg.files == {
-        "eager": "model.pt", "torchscript": "model.torchscript.pt", "onnx": "model.onnx",
-        "onnx-int8": "model.int8.onnx", "onnx-fp16": "model.fp16.onnx",
+        "eager": "model.pt",
+        "torchscript": "model.torchscript.pt",
+        "onnx": "model.onnx",
+        "onnx-int8": "model.int8.onnx",
+        "onnx-fp16": "model.fp16.onnx",
         "torchscript-bf16": "model.torchscript-bf16.pt",
     }
     assert all((digits_dir / f).is_file() for f in cfg.files.values())
@@ -59,8 +62,10 @@ def test_int8_is_qdq_with_per_channel_weights(digits_dir: Path) -> None:
     assert made_by[first.input[0]].op_type == "Sub"
     for name in head_nodes(onnx.load(str(digits_dir / "model.onnx"))):
         node = next(n for n in model.graph.node if n.name == name)
-        assert not any(made_by.get(i) is not None and made_by[i].op_type == "DequantizeLinear"
-                       for i in node.input)
+        assert not any(
+            made_by.get(i) is not None and made_by[i].op_type == "DequantizeLinear"
+            for i in node.input
+        )
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
 
 
@@ -78,8 +83,11 @@ def test_int8_calibration_folder_decides_the_ranges(digits_dir: Path, tmp_path: 
     def scales(path: Path) -> dict[str, float]:
         m = onnx.load(str(path))
         init = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
-        return {n.output[0]: float(init[n.input[1]]) for n in m.graph.node
-                if n.op_type == "QuantizeLinear" and init[n.input[1]].ndim == 0}
+        return {
+            n.output[0]: float(init[n.input[1]])
+            for n in m.graph.node
+            if n.op_type == "QuantizeLinear" and init[n.input[1]].ndim == 0
+        }
 
     good, bad = scales(digits_dir / "model.int8.onnx"), scales(out)
     assert good.keys() == bad.keys() and good != bad
@@ -103,9 +111,11 @@ def test_fp16_graph_keeps_uint8_in_and_float32_out(digits_dir: Path) -> None:
 def test_bf16_torchscript_runs_in_bf16(digits_dir: Path) -> None:
     module = torch.jit.load(str(digits_dir / "model.torchscript-bf16.pt"))
     # frozen: the weights are constants of the graph
-    constants = [n.t("value") for n in module.graph.nodes()
-                 if n.kind() == "prim::Constant" and n.hasAttribute("value")
-                 and n.kindOf("value") == "t"]
+    constants = [
+        n.t("value")
+        for n in module.graph.nodes()
+        if n.kind() == "prim::Constant" and n.hasAttribute("value") and n.kindOf("value") == "t"
+    ]
     big = {t.dtype for t in constants if t.numel() > 16}
     assert big == {torch.bfloat16}
     batch = torch.from_numpy(np.zeros((1, 56, 56, 3), np.uint8))
@@ -122,13 +132,22 @@ def test_bf16_torchscript_runs_in_bf16(digits_dir: Path) -> None:
     ],
 )
 def test_export_refuses_impossible_precisions(
-    tmp_path: Path, formats: list[str], precisions: list[str], calibration: str | None,
+    tmp_path: Path,
+    formats: list[str],
+    precisions: list[str],
+    calibration: str | None,
     message: str,
 ) -> None:
     cal = tmp_path / calibration if calibration else None
     with pytest.raises(ExportError, match=message):
-        export_model("resnet-mini", "random", formats, tmp_path / "m", precisions=precisions,
-                     calibration_images=cal)
+        export_model(
+            "resnet-mini",
+            "random",
+            formats,
+            tmp_path / "m",
+            precisions=precisions,
+            calibration_images=cal,
+        )
     assert not (tmp_path / "m").exists()  # refused before writing anything
 
 
@@ -141,11 +160,38 @@ def test_export_cli_with_precisions(digits_images: dict[str, Path], tmp_path: Pa
         (cal / folder.name).mkdir(parents=True)
         shutil.copy(sorted(folder.iterdir())[0], cal / folder.name)
     out = tmp_path / "models" / "mini"
-    rc = main(["export", "--recipe", "digits", "--formats", "eager,onnx", "--precisions",
-               "int8,fp16", "--calibration-images", str(cal), "--out", str(out)])
+    rc = main(
+        [
+            "export",
+            "--recipe",
+            "digits",
+            "--formats",
+            "eager,onnx",
+            "--precisions",
+            "int8,fp16",
+            "--calibration-images",
+            str(cal),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     cfg = read_model_config(out)
     assert set(cfg.files) == {"eager", "onnx", "onnx-int8", "onnx-fp16"}
     assert cfg.arch == "resnet-mini" and cfg.labels == digits.LABELS and cfg.input.crop == 56
-    assert main(["export", "--arch", "resnet-mini", "--weights", str(digits.WEIGHTS),
-                 "--precisions", "int8", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--arch",
+                "resnet-mini",
+                "--weights",
+                str(digits.WEIGHTS),
+                "--precisions",
+                "int8",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )

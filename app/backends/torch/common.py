@@ -29,7 +29,10 @@ class TorchBackend(Backend):
         require_cuda(cfg.device, " (input.decode 'gpu')" if cfg.input.decode == "gpu" else "")
         set_threads(cfg.torch.threads)
         self._runner = TorchRunner(
-            self.build_module(), cfg.device, cfg.batching.max_batch_size, self._input_shape(),
+            self.build_module(),
+            cfg.device,
+            cfg.batching.max_batch_size,
+            self._input_shape(),
             cfg.input,
         )
 

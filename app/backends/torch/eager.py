@@ -18,7 +18,9 @@ class EagerBackend(TorchBackend):
 
         cfg = self.config
         model = build_arch(cfg.arch, cfg.num_classes)
-        model.load_state_dict(torch.load(cfg.path_of("eager"), map_location="cpu", weights_only=True))
+        model.load_state_dict(
+            torch.load(cfg.path_of("eager"), map_location="cpu", weights_only=True)
+        )
         module = wrap(
             model, cfg.input.mean, cfg.input.std, cfg.device, cfg.precision, cfg.torch.channels_last
         )
@@ -27,4 +29,7 @@ class EagerBackend(TorchBackend):
         return module
 
     def details(self) -> dict[str, Any]:
-        return {"compiled": self.config.torch.compile, "channels_last": self.config.torch.channels_last}
+        return {
+            "compiled": self.config.torch.compile,
+            "channels_last": self.config.torch.channels_last,
+        }

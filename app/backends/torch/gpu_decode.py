@@ -35,7 +35,8 @@ from app.preprocess import EncodedImage, centre_crop_box, decode, resized_size
 DECODE_CHUNK_PIXELS = 64_000_000
 
 warnings.filterwarnings(
-    "ignore", message=r"The image decoding and encoding capabilities of TorchVision",
+    "ignore",
+    message=r"The image decoding and encoding capabilities of TorchVision",
     category=DeprecationWarning,
 )
 
@@ -85,13 +86,13 @@ def decode_jpegs(datas: list[bytes], device: torch.device) -> list[torch.Tensor 
     try:
         out = decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device)
         return list(out)
-    except Exception:  # noqa: BLE001 - nvJPEG rejected something in the batch: find what
+    except Exception:
         pass
     results: list[torch.Tensor | Exception] = []
     for t in tensors:
         try:
             results.append(decode_jpeg([t], mode=ImageReadMode.RGB, device=device)[0])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             results.append(exc)
     return results
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -153,7 +153,8 @@ class TorchRunner:
         self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
         self.staging = (
             torch.empty((max_batch, *image_shape), dtype=torch.uint8).pin_memory()
-            if self.cuda else None
+            if self.cuda
+            else None
         )
 
     def _on_device(self) -> contextlib.AbstractContextManager[object]:

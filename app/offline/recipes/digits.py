@@ -29,7 +29,9 @@ from app.offline.imagefolder import load_images
 
 ARCH = "resnet-mini"
 # Trained by `python -m app.offline.recipes.digits train` (30 epochs, seed 0) and committed: 1.3 MB.
-WEIGHTS = Path(__file__).resolve().parents[3] / "models" / "recipes" / "digits" / "resnet-mini-digits.pt"
+WEIGHTS = (
+    Path(__file__).resolve().parents[3] / "models" / "recipes" / "digits" / "resnet-mini-digits.pt"
+)
 LABELS = [str(d) for d in range(10)]
 PREPROCESS = PreprocessConfig(resize=64, crop=56)
 IMAGE_SIDE = 80
@@ -79,9 +81,7 @@ def write_images(out: Path, split: str) -> list[tuple[Path, int]]:
     return written
 
 
-def train(
-    train_dir: Path, epochs: int = 30, seed: int = 0, log: bool = True
-) -> dict[str, object]:
+def train(train_dir: Path, epochs: int = 30, seed: int = 0, log: bool = True) -> dict[str, object]:
     """Train resnet-mini on the JPEGs of train_dir (as decoded by the server). Returns its
     state_dict. Deterministic for a seed on one machine (torch's CPU kernels)."""
     import torch
@@ -106,7 +106,7 @@ def train(
         order = torch.randperm(len(images), generator=generator)
         total = 0.0
         for start in range(0, len(images), 64):
-            idx = order[start:start + 64]
+            idx = order[start : start + 64]
             batch = _shift(images[idx], generator)
             loss = torch.nn.functional.cross_entropy(net(batch), targets[idx])
             optimiser.zero_grad()
@@ -115,12 +115,15 @@ def train(
             schedule.step()
             total += loss.item() * len(idx)
         if log:
-            print(f"epoch {epoch + 1:2d}/{epochs}  loss {total / len(images):.4f}  "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"epoch {epoch + 1:2d}/{epochs}  loss {total / len(images):.4f}  "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
     return {k: v.detach().clone() for k, v in model.eval().state_dict().items()}
 
 
-def _shift(batch: "torch.Tensor", generator: "torch.Generator", most: int = 4) -> "torch.Tensor":
+def _shift(batch: torch.Tensor, generator: torch.Generator, most: int = 4) -> torch.Tensor:
     """Augmentation: move each image by up to `most` pixels, filling with white paper."""
     import torch
 
@@ -130,7 +133,7 @@ def _shift(batch: "torch.Tensor", generator: "torch.Generator", most: int = 4) -
     ).permute(0, 2, 3, 1)
     dy = torch.randint(0, 2 * most + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * most + 1, (n,), generator=generator)
-    return torch.stack([padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return torch.stack([padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
 
 
 def export(
@@ -150,14 +153,23 @@ def export(
 
     weights = weights or WEIGHTS
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing: python -m app.offline.recipes.digits train --out {weights}")
+        raise FileNotFoundError(
+            f"{weights} is missing: python -m app.offline.recipes.digits train --out {weights}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         if precisions and "int8" in precisions and calibration_images is None:
             calibration_images = Path(tmp) / "train"
             write_images(calibration_images, "train")
         return export_model(
-            ARCH, str(weights), formats or ["eager", "torchscript", "onnx"], out, name=name,
-            labels=LABELS, preprocess=PREPROCESS, batching=batching, precisions=precisions,
+            ARCH,
+            str(weights),
+            formats or ["eager", "torchscript", "onnx"],
+            out,
+            name=name,
+            labels=LABELS,
+            preprocess=PREPROCESS,
+            batching=batching,
+            precisions=precisions,
             calibration_images=calibration_images,
         )
 
@@ -167,8 +179,11 @@ def accuracy(logits: np.ndarray, truth: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.offline.recipes.digits", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m app.offline.recipes.digits",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     images = sub.add_parser("images", help="write a split as JPEG files, one folder per digit")
     images.add_argument("--split", default="test", choices=("train", "test", "all"))
@@ -196,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         state = train(Path(tmp) / "train", args.epochs, args.seed)
         model = build_arch(ARCH, len(LABELS))
         model.load_state_dict(state)
-        net = wrap(model.eval(), PREPROCESS.mean, PREPROCESS.std, "cpu", "fp32", channels_last=False)
+        net = wrap(
+            model.eval(), PREPROCESS.mean, PREPROCESS.std, "cpu", "fp32", channels_last=False
+        )
         held_out = load_images(Path(tmp) / "test", PREPROCESS, LABELS)
         x, y = held_out.images, held_out.truth
         assert y is not None
@@ -204,8 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             acc = accuracy(net(torch.from_numpy(x)).numpy(), y)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, args.out)
-    print(f"held-out accuracy {acc:.4f} on {len(y)} images; wrote {args.out} "
-          f"({args.out.stat().st_size / 1e6:.2f} MB)")
+    print(
+        f"held-out accuracy {acc:.4f} on {len(y)} images; wrote {args.out} "
+        f"({args.out.stat().st_size / 1e6:.2f} MB)"
+    )
     return 0
 
 

@@ -15,15 +15,15 @@ from PIL import Image
 
 import app.backends.torch.gpu_decode as gpu_decode
 from app.backends import create_backend
+from app.backends.torch.gpu_decode import decode_batch
+from app.backends.torch.models import TorchRunner, build_arch, wrap
 from app.batching import DynamicBatcher
 from app.config import ModelConfig, PreprocessConfig, Settings
 from app.errors import InvalidInput, PayloadTooLarge
-from app.backends.torch.gpu_decode import decode_batch
 from app.main import create_app
 from app.metrics import Metrics
 from app.preprocess import EncodedImage, decode, inspect
 from app.repository import ModelRepository
-from app.backends.torch.models import TorchRunner, build_arch, wrap
 from tests.conftest import app_client, encode, synthetic_photo
 from tests.fakes import REGISTRY, FakeBackend, expected_logits, fake_config
 
@@ -52,7 +52,9 @@ def close(a: np.ndarray, b: np.ndarray, max_diff: int = 2, mean_diff: float = 0.
 
 
 # ---------------------------------------------------------------------- header check
-def test_inspect_keeps_baseline_jpegs_encoded_and_decodes_the_rest_on_the_cpu(photo_jpeg: bytes) -> None:
+def test_inspect_keeps_baseline_jpegs_encoded_and_decodes_the_rest_on_the_cpu(
+    photo_jpeg: bytes,
+) -> None:
     img = inspect(photo_jpeg, CFG, LIMIT)
     assert img.data is photo_jpeg and img.pixels is None
     assert (img.width, img.height, img.orientation) == (512, 600, 1)
@@ -73,7 +75,12 @@ def test_inspect_keeps_baseline_jpegs_encoded_and_decodes_the_rest_on_the_cpu(ph
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not an image at all", b"\xff\xd8\xff\xe0" + b"\x00" * 40, b"\x89PNG\r\n\x1a\n" + b"\x00" * 30],
+    [
+        b"",
+        b"not an image at all",
+        b"\xff\xd8\xff\xe0" + b"\x00" * 40,
+        b"\x89PNG\r\n\x1a\n" + b"\x00" * 30,
+    ],
     ids=["empty", "text", "jpeg-magic-only", "png-magic-only"],
 )
 def test_inspect_gives_the_cpu_paths_errors(data: bytes) -> None:
@@ -149,7 +156,10 @@ def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
 
     def flaky(tensors, **kw):  # type: ignore[no-untyped-def]
         calls.append(len(tensors))
-        if len(tensors) > 1 or bytes(tensors[0][-50:].tolist()) == b"\x00\xff\x13" * 16 + b"\x00\xff":
+        if (
+            len(tensors) > 1
+            or bytes(tensors[0][-50:].tolist()) == b"\x00\xff\x13" * 16 + b"\x00\xff"
+        ):
             raise RuntimeError("nvjpeg: NVJPEG_STATUS_BAD_JPEG")
         return real(tensors, **kw)
 
@@ -161,7 +171,9 @@ def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
         close(out[i], decode(data, NO_DRAFT, LIMIT))
 
     # an image the device decoder refuses alone goes to the CPU decoder (Pillow)
-    monkeypatch.setattr(gpu_decode, "decode_jpeg", lambda t, **kw: (_ for _ in ()).throw(RuntimeError("no")))
+    monkeypatch.setattr(
+        gpu_decode, "decode_jpeg", lambda t, **kw: (_ for _ in ()).throw(RuntimeError("no"))
+    )
     out, errors = gpu_path(datas)
     assert errors == {}
     for i, data in enumerate(datas):
@@ -213,9 +225,13 @@ def test_only_backends_that_decode_on_the_gpu_accept_it() -> None:
     assert create_backend(cfg.variant("e", backend="eager")).gpu_decode
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the failure on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the failure on a machine without CUDA"
+)
 @pytest.mark.parametrize("backend", ["eager", "torchscript"])
-async def test_gpu_decode_without_cuda_fails_to_load_with_its_reason(backend: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_gpu_decode_without_cuda_fails_to_load_with_its_reason(
+    backend: str, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     cfg = ModelConfig(name="m", backend=backend, device="cuda", input={"decode": "gpu"})
     cfg.directory = tmp_path
     repo = ModelRepository([cfg], Metrics())
@@ -273,21 +289,29 @@ async def test_one_bad_image_fails_only_its_request(jpegs: list[bytes]) -> None:
 
 async def test_http_classify_with_gpu_decode() -> None:
     REGISTRY["fake-gpu"] = f"{__name__}:FakeGpuBackend"
-    app = create_app(Settings(max_image_pixels=1_000_000), configs=[gpu_fake_config()], metrics=Metrics())
+    app = create_app(
+        Settings(max_image_pixels=1_000_000), configs=[gpu_fake_config()], metrics=Metrics()
+    )
     async with app_client(app) as client:
-        files = [("images", (f"{v}", grey(v, fmt), "image/x")) for v, fmt in
-                 ((30, "JPEG"), (200, "PNG"), (120, "JPEG"))]
+        files = [
+            ("images", (f"{v}", grey(v, fmt), "image/x"))
+            for v, fmt in ((30, "JPEG"), (200, "PNG"), (120, "JPEG"))
+        ]
         r = await client.post("/v1/models/fakegpu/classify?top_k=1", files=files)
         assert r.status_code == 200, r.text
         tops = [row[0]["index"] for row in r.json()["predictions"]]
         assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120))), tops
 
-        r = await client.post("/v1/models/fakegpu/classify", content=b"GIF89a broken",
-                              headers={"Content-Type": "image/gif"})
+        r = await client.post(
+            "/v1/models/fakegpu/classify",
+            content=b"GIF89a broken",
+            headers={"Content-Type": "image/gif"},
+        )
         assert r.status_code == 400 and "error" in r.json()
         huge = encode(Image.new("RGB", (1200, 1000)), "JPEG")
-        r = await client.post("/v1/models/fakegpu/classify", content=huge,
-                              headers={"Content-Type": "image/jpeg"})
+        r = await client.post(
+            "/v1/models/fakegpu/classify", content=huge, headers={"Content-Type": "image/jpeg"}
+        )
         assert r.status_code == 413, r.text
         r = await client.get("/v1/models/fakegpu")
         assert r.json()["input"]["decode"] == "gpu"
@@ -306,7 +330,9 @@ def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
 def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
     images = [inspect(d, NO_DRAFT, LIMIT) for d in jpegs]
-    images.append(inspect(jpeg_with_orientation(synthetic_photo(2, (400, 260)), 6), NO_DRAFT, LIMIT))
+    images.append(
+        inspect(jpeg_with_orientation(synthetic_photo(2, (400, 260)), 6), NO_DRAFT, LIMIT)
+    )
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
         out, errors = decode_batch(images, NO_DRAFT, "cuda", len(images) + 1)
@@ -329,7 +355,10 @@ async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes])
 
     base = read_model_config(models_repo / "resnet18")
     gpu = base.variant(
-        "gpu", backend="eager", device="cuda", precision="fp16",
+        "gpu",
+        backend="eager",
+        device="cuda",
+        precision="fp16",
         input={**base.input.model_dump(), "decode": "gpu"},
         batching={**base.batching.model_dump(), "instances": 2, "max_batch_size": 8},
     )
@@ -345,8 +374,11 @@ async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes])
         assert got.status_code == 200 and want.status_code == 200, (got.text, want.text)
         # a JPEG whose header passes and whose data is garbled: 400, as on the CPU path (if
         # nvJPEG decodes garbage without an error, this is where it shows)
-        bad = await client.post("/v1/models/gpu/classify", content=truncated_jpeg(jpegs),
-                                headers={"Content-Type": "image/jpeg"})
+        bad = await client.post(
+            "/v1/models/gpu/classify",
+            content=truncated_jpeg(jpegs),
+            headers={"Content-Type": "image/jpeg"},
+        )
         assert bad.status_code == 400, bad.text
 
 
@@ -363,7 +395,9 @@ def _benchmark():  # type: ignore[no-untyped-def]
     return module
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the message on a machine without CUDA"
+)
 def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFixture[str]) -> None:
     assert _benchmark().main([]) == 2
     assert "no CUDA device" in capsys.readouterr().err
@@ -371,9 +405,29 @@ def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFix
 
 def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "figures.json"
-    args = ["--device", "cpu", "--arch", "resnet-mini", "--batch-sizes", "2", "--num-images", "3",
-            "--seconds", "0", "--warmup", "0", "--crop", "64", "--resize", "72", "--json", str(out),
-            "--instances", "1", "2"]
+    args = [
+        "--device",
+        "cpu",
+        "--arch",
+        "resnet-mini",
+        "--batch-sizes",
+        "2",
+        "--num-images",
+        "3",
+        "--seconds",
+        "0",
+        "--warmup",
+        "0",
+        "--crop",
+        "64",
+        "--resize",
+        "72",
+        "--json",
+        str(out),
+        "--instances",
+        "1",
+        "2",
+    ]
     assert _benchmark().main(args) == 0
     import json
 
