@@ -11,7 +11,7 @@ MODEL  ?= resnet50
 EXTRAS ?= cpu,torch,export
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install install-dev serve test test-fast test-docker bench lint clean
+.PHONY: install install-dev serve test test-fast test-docker test-ray bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ test-fast: install-dev
 test-docker: install-dev
 	deploy/ci/install-test-tools.sh --docker $(VENV)
 	RESNET_SERVE_DOCKER_TESTS=1 $(BIN)/python -m pytest -q tests/deploy -m docker
+
+# Opt-in: a real two-node Ray cluster on 127.0.0.1 runs resnet-serve as Serve replicas and loses
+# a node under load (about 1-2 min, plus the ray extra: about 600 MB).
+test-ray:
+	$(MAKE) install EXTRAS=$(EXTRAS),dev,bench,ray
+	RESNET_SERVE_RAY_TESTS=1 $(BIN)/python -m pytest -q tests/ray
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,4 +1,4 @@
-"""resnet-serve: serve | export | bench (and the commands other modules register)."""
+"""resnet-serve: serve | export | bench | ray (and the commands other modules register)."""
 
 from __future__ import annotations
 
@@ -165,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="load a running server, or time a backend in-process")
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
+
+    from app.ray_serve.command import add_parser as add_ray  # imports ray only when run
+
+    add_ray(sub)
     return parser
 
 

@@ -1,0 +1,98 @@
+"""The Serve side of resnet-serve without a cluster: the limits derived from the models'
+batching, the `serve run` builder's arguments, the CLI (which must not import ray to parse)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import BatchingConfig, ModelConfig
+from app.ray_serve.deployment import RayOptions, options_from_args, replica_settings
+from app.ray_serve.sizing import replica_limits
+from tests.ray.cluster import REPO
+
+
+def _model(name: str, **batching: int) -> ModelConfig:
+    return ModelConfig(name=name, files={"onnx": "m.onnx"}, batching=BatchingConfig(**batching))
+
+
+def test_one_model_two_full_batches_per_instance():
+    limits = replica_limits([_model("a", max_batch_size=8, instances=2, max_queue_size=128)])
+    assert limits.max_ongoing_requests == 32  # 2 x 8 x 2
+    assert limits.target_ongoing_requests == 16  # one full batch per instance in flight
+    assert limits.per_model_capacity == {"a": 16 + 128}
+
+
+def test_a_small_queue_caps_the_replica_so_the_batcher_never_answers_503():
+    limits = replica_limits([_model("a", max_batch_size=32, instances=2, max_queue_size=4)])
+    # 2 x 32 x 2 = 128 would overflow the batcher: 32 x 2 in flight + 4 waiting = 68
+    assert limits.max_ongoing_requests == 68
+    assert limits.target_ongoing_requests == 64
+
+
+def test_several_models_add_up_but_each_must_hold_all_of_it():
+    limits = replica_limits(
+        [
+            _model("a", max_batch_size=8, instances=1, max_queue_size=128),
+            _model("b", max_batch_size=4, instances=1, max_queue_size=10),
+        ]
+    )
+    # 2 x (8 + 4) = 24, but all 24 may be for b, which holds 4 + 10 = 14
+    assert limits.max_ongoing_requests == 14
+    assert limits.target_ongoing_requests == 12
+
+
+def test_no_model_is_an_error():
+    with pytest.raises(ValueError, match="empty"):
+        replica_limits([])
+
+
+def test_builder_arguments_parse_like_the_cli():
+    opts = options_from_args(
+        {
+            "models": "/m",
+            "autoscale": "1:4",
+            "num_cpus": "2",
+            "num_gpus": 1,
+            "resources": '{"slot": 1}',
+            "settings": {"request_timeout_ms": 5000},
+            "metrics_port": "9300",
+        }
+    )
+    assert opts.models_dir == Path("/m") and opts.autoscale == (1, 4)
+    assert opts.num_cpus == 2.0 and opts.num_gpus == 1.0 and opts.resources == {"slot": 1}
+    assert opts.settings == {"request_timeout_ms": 5000} and opts.metrics_port == 9300
+    with pytest.raises(ValueError, match="unknown arguments"):
+        options_from_args({"replicaz": "2"})
+
+
+def test_replica_settings_travel_as_json_and_size_decode_threads_to_the_replica(tmp_path):
+    dumped = replica_settings(
+        RayOptions(models_dir=tmp_path, num_cpus=3, settings={"max_top_k": 7})
+    )
+    assert dumped["models_dir"] == str(tmp_path) and dumped["max_top_k"] == 7
+    assert dumped["decode_threads"] == 3
+    assert "port" not in dumped and "workers" not in dumped
+
+
+def test_cli_parses_without_importing_ray():
+    code = (
+        "import sys; from app.cli import build_parser; "
+        "a = build_parser().parse_args(['ray', '--models', 'm', '--autoscale', '2:5']); "
+        "assert a.autoscale == (2, 5), a; assert 'ray' not in sys.modules; print('ok')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "app.cli", "ray", "--models", "m", "--autoscale", "5:2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "MIN:MAX" in bad.stderr
