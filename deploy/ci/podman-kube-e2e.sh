@@ -111,14 +111,15 @@ fi
 
 # ---------------------------------------------------------------- the image under test
 step "podman build (EXPORT_MODEL=0)"
-"${P[@]}" build --pull=never --build-arg EXPORT_MODEL=0 --build-arg "PYTHON_IMAGE=$BASE_IMAGE" \
+# docker format: the OCI format drops the Dockerfile's SHELL (sh -eu) and HEALTHCHECK
+"${P[@]}" build --format docker --pull=never --build-arg EXPORT_MODEL=0 --build-arg "PYTHON_IMAGE=$BASE_IMAGE" \
     -t localhost/resnet-serve:cpu -f "$REPO/Dockerfile" "$REPO" >"$SCRATCH/build.log" 2>&1 \
     || { tail -40 "$SCRATCH/build.log" >&2; exit 1; }
 probe_ctx="$SCRATCH/probe"
 mkdir -p "$probe_ctx"
 cp "$REPO/deploy/ci/probe-curl.py" "$probe_ctx/curl"
 printf 'FROM localhost/resnet-serve:cpu\nCOPY --chmod=755 curl /usr/local/bin/curl\n' >"$probe_ctx/Containerfile"
-"${P[@]}" build -q --pull=never -t "$IMAGE" "$probe_ctx" >/dev/null
+"${P[@]}" build -q --format docker --pull=never -t "$IMAGE" "$probe_ctx" >/dev/null
 step "image $IMAGE built"
 
 # ---------------------------------------------------------------- model (mounted, not baked)

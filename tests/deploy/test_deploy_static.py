@@ -375,6 +375,10 @@ def _container(dep: dict) -> dict:
 def test_deployment_probes_and_graceful_shutdown(variant):
     dep = _one(rendered(variant), "Deployment")
     c = _container(dep)
+    (port,) = [p["containerPort"] for p in c["ports"] if p["name"] == "http"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        # a number, not the name: podman kube play (the opt-in runtime test) resolves no names
+        assert c[probe]["httpGet"]["port"] == port, probe
     assert c["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health/live"
     env = {e["name"]: e for e in c["env"]}
