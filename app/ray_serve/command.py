@@ -41,7 +41,16 @@ def add_parser(sub: Any) -> None:
         "--node-ip-address",
         help="this driver's node IP, when it is not the default route's (e.g. 127.0.0.1)",
     )
-    p.add_argument("--models", type=Path, required=True, help="model repository on every node")
+    p.add_argument(
+        "--models", type=Path, help="model repository on every node (required to deploy)"
+    )
+    p.add_argument(
+        "--delete",
+        action="store_true",
+        help="remove the application instead: Serve stops routing to its replicas, waits for "
+        "their ongoing requests, then each replica's lifespan drains its batchers and closes "
+        "the models",
+    )
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--replicas", type=int, default=1, help="fixed number of replicas")
     scale.add_argument(
@@ -137,11 +146,19 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = options_from_namespace(args)
-    bound, limits = build_deployment(options)
     init: dict[str, Any] = {"address": args.address, "logging_level": logging.WARNING}
     if args.node_ip_address:
         init["_node_ip_address"] = args.node_ip_address
+    if args.delete:
+        ray.init(**init)
+        serve.delete(args.name)
+        print(json.dumps({"application": args.name, "status": "DELETED"}))
+        return 0
+    if args.models is None:
+        print("resnet-serve ray: --models is required to deploy", file=sys.stderr)
+        return 2
+    options = options_from_namespace(args)
+    bound, limits = build_deployment(options)
     ray.init(**init)
     serve.start(
         proxy_location=args.proxy_location,

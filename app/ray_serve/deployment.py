@@ -100,7 +100,14 @@ class ResnetServeReplica:
         metrics_port_span: int = 8,
     ) -> None:
         self._settings = Settings(**settings)
-        logging.getLogger("app").setLevel(self._settings.log_level.upper())
+        app_log = logging.getLogger("app")
+        app_log.setLevel(self._settings.log_level.upper())
+        if not app_log.handlers:  # to the replica's stderr: Ray's worker log, and the driver's
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            app_log.addHandler(handler)
         self._metrics = Metrics()
         self._app: FastAPI = create_app(self._settings, metrics=self._metrics)
         self._metrics_server: Any = None

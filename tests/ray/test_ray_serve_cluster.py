@@ -66,16 +66,19 @@ def test_two_node_cluster_serves_and_survives_a_node_loss(models: Path, photo_jp
     metrics_base = free_range(2)
     with Cluster() as cluster:
         t_cluster = time.monotonic() - t0
+        deploy_cmd = [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "ray",
+            "--address",
+            cluster.address,
+            "--node-ip-address",
+            "127.0.0.1",
+        ]
         deploy = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "ray",
-                "--address",
-                cluster.address,
-                "--node-ip-address",
-                "127.0.0.1",
+                *deploy_cmd,
                 "--models",
                 str(models),
                 "--replicas",
@@ -200,7 +203,40 @@ def test_two_node_cluster_serves_and_survives_a_node_loss(models: Path, photo_jp
             if _reachable(p)
         ]
         assert len(survivor) == 1, "the dead node's replica still answers its metrics port"
+
+        # Remove the application under load: Serve stops routing to the replica, waits for its
+        # ongoing requests, then the app's lifespan drains the batcher and closes the model.
+        log.clear()
+        stop.clear()
+        clients = [threading.Thread(target=client_loop) for _ in range(CLIENTS)]
+        for t in clients:
+            t.start()
+        time.sleep(1)
+        delete = subprocess.run(
+            [*deploy_cmd, "--delete"],
+            cwd=REPO,
+            env=ray_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        stop.set()
+        for t in clients:
+            t.join(60)
+        assert delete.returncode == 0, delete.stderr[-3000:]
+        codes = [c for _, c in log]
+        # answered, or refused by the proxy once the route is gone: never dropped or a 500
+        assert codes.count(200) > 0 and not [c for c in codes if c not in (200, 404, 503)], codes
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _replica_log_has(cluster, "all models closed"):
+            time.sleep(1)
+        assert _replica_log_has(cluster, "all models closed"), "no drained shutdown in the logs"
         assert time.monotonic() - t0 < 400
+
+
+def _replica_log_has(cluster: Cluster, text: str) -> bool:
+    logs = cluster.temp_dir / "session_latest" / "logs"
+    return any(text in f.read_text(errors="replace") for f in logs.rglob("worker-*.err"))
 
 
 def _reachable(port: int) -> bool:
