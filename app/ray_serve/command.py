@@ -76,7 +76,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--max-queued-requests",
         type=int,
-        help="Serve's router queue per replica before 503 (default: sum of max_queue_size)",
+        help="requests waiting in each proxy's router before Serve answers 503 "
+        "(default: the sum of the models' max_queue_size)",
     )
     p.add_argument(
         "--metrics-port",

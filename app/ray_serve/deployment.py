@@ -50,8 +50,8 @@ class RayOptions:
     max_replicas_per_node: int | None = None
     # None: derived from the models' batching (sizing.py)
     max_ongoing_requests: int | None = None
-    # Serve's router queue per replica before it answers 503 (-1: unbounded). None: the sum of
-    # the models' max_queue_size, the same bound a single server has.
+    # Requests waiting in each caller's router (each HTTP proxy) before Serve answers 503
+    # (-1: unbounded). None: the sum of the models' max_queue_size, the bound one server has.
     max_queued_requests: int | None = None
     metrics_port: int | None = None
     metrics_port_span: int = 8
