@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.config import Settings, load_model_configs
+from app.config import ModelConfig, Settings, load_model_configs
 from app.main import create_app
 from app.metrics import Metrics
 from app.ray_serve.sizing import ReplicaLimits, replica_limits
@@ -135,11 +135,10 @@ class ResnetServeReplica:
             threading.Thread(target=server.shutdown, daemon=True).start()
 
 
-def build_deployment(options: RayOptions) -> tuple[Any, ReplicaLimits]:
-    """The bound Serve application and the limits it was given."""
-    from ray import serve
-
-    configs = load_model_configs(options.models_dir, options.settings.get("backends"))
+def deployment_options(
+    options: RayOptions, configs: list[ModelConfig], settings: dict[str, Any]
+) -> tuple[dict[str, Any], ReplicaLimits]:
+    """serve.deployment's options for these models (no Ray needed to compute them)."""
     limits = replica_limits(configs)
     max_ongoing = options.max_ongoing_requests or limits.max_ongoing_requests
     max_queued = options.max_queued_requests
@@ -153,6 +152,8 @@ def build_deployment(options: RayOptions) -> tuple[Any, ReplicaLimits]:
         "ray_actor_options": actor_options,
         "max_ongoing_requests": max_ongoing,
         "max_queued_requests": max_queued,
+        # Serve's own overload answer, like the server's: 503 with Retry-After
+        "backpressure_config": {"status_code": 503, "retry_after_s": settings["retry_after_s"]},
         "graceful_shutdown_timeout_s": options.graceful_shutdown_timeout_s,
         "health_check_period_s": options.health_check_period_s,
     }
@@ -170,11 +171,19 @@ def build_deployment(options: RayOptions) -> tuple[Any, ReplicaLimits]:
         }
     else:
         deploy_options["num_replicas"] = options.replicas
+    return deploy_options, limits
+
+
+def build_deployment(options: RayOptions) -> tuple[Any, ReplicaLimits]:
+    """The bound Serve application and the limits it was given."""
+    from ray import serve
+
+    configs = load_model_configs(options.models_dir, options.settings.get("backends"))
+    settings = replica_settings(options)
+    deploy_options, limits = deployment_options(options, configs, settings)
     ingress = serve.ingress()(ResnetServeReplica)
     deployment = serve.deployment(**deploy_options)(ingress)
-    bound = deployment.bind(
-        replica_settings(options), options.metrics_port, options.metrics_port_span
-    )
+    bound = deployment.bind(settings, options.metrics_port, options.metrics_port_span)
     return bound, limits
 
 

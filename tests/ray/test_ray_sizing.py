@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from app.config import BatchingConfig, ModelConfig
-from app.ray_serve.deployment import RayOptions, options_from_args, replica_settings
+from app.ray_serve.deployment import (
+    RayOptions,
+    deployment_options,
+    options_from_args,
+    replica_settings,
+)
 from app.ray_serve.sizing import replica_limits
 from tests.ray.cluster import REPO
 
@@ -96,3 +101,22 @@ def test_cli_parses_without_importing_ray():
         timeout=60,
     )
     assert bad.returncode == 2 and "MIN:MAX" in bad.stderr
+
+
+def test_deployment_options_fixed_and_autoscaled(tmp_path):
+    configs = [_model("a", max_batch_size=8, instances=1, max_queue_size=128)]
+    fixed = RayOptions(models_dir=tmp_path, replicas=3, num_cpus=2, resources={"slot": 1})
+    opts, _ = deployment_options(fixed, configs, replica_settings(fixed))
+    assert opts["num_replicas"] == 3 and "autoscaling_config" not in opts
+    assert opts["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.0, "resources": {"slot": 1}}
+    assert opts["max_ongoing_requests"] == 16 and opts["max_queued_requests"] == 128
+    assert opts["backpressure_config"] == {"status_code": 503, "retry_after_s": 1}
+    scaled = RayOptions(models_dir=tmp_path, autoscale=(1, 4), max_ongoing_requests=10)
+    opts, _ = deployment_options(scaled, configs, replica_settings(scaled))
+    assert "num_replicas" not in opts and opts["max_ongoing_requests"] == 10
+    auto = opts["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (
+        1,
+        4,
+        8,
+    )
