@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, api
+from app.api import grpc_service
 from app.api.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings, load_model_configs
@@ -45,6 +46,7 @@ def create_app(
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         app.state.draining = False
         await repository.load_all()
+        grpc_server = await grpc_service.start(settings, app.state)  # same loop and DataPlane
         log.info(
             "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
         )
@@ -52,6 +54,7 @@ def create_app(
             yield
         finally:
             app.state.draining = True
+            await grpc_service.stop(grpc_server, settings)  # answers the accepted calls first
             await repository.close()
             decode_pool.shutdown(wait=True)
             log.info("all models closed")
