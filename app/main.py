@@ -64,6 +64,8 @@ def create_app(
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves /docs and /redoc with their assets, offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
