@@ -295,3 +295,25 @@ def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:  
     assert fake_server.proc.wait(30) == 0
     fake_client.close()
     assert "KServe V2 gRPC on 127.0.0.1" in fake_server.log()
+
+
+def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    server = start_server(
+        repo, args=["--workers", "2"], env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN}
+    )
+    deadline = time.monotonic() + 60  # the second worker may still be loading
+    while server.log().count("KServe V2 gRPC on") < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    for i in range(12):  # a new connection each time: the kernel spreads them (SO_REUSEPORT)
+        c = grpcclient.InferenceServerClient(url=server.grpc_url)
+        try:
+            res = c.infer("fake", [pixels_input(grey(1, i))])
+            assert int(np.argmax(res.as_numpy("logits"))) == i
+        finally:
+            c.close()
+    labels = 'code="200",endpoint="v2_grpc_infer",model="fake"'
+    assert metric(server.url, "resnet_serve_requests_total", labels) == 12  # summed over workers
+    assert server.stop() == 0
