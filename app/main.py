@@ -46,11 +46,12 @@ def create_app(
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         app.state.draining = False
         await repository.load_all()
-        grpc_server = await grpc_service.start(settings, app.state)  # same loop and DataPlane
-        log.info(
-            "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
-        )
+        grpc_server = None
         try:
+            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            log.info(
+                "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
+            )
             yield
         finally:
             app.state.draining = True

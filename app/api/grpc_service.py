@@ -237,8 +237,9 @@ def max_message_bytes(settings: Settings) -> int:
 
 async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
     """Serve gRPC on settings.grpc_port (0: not at all) in the running event loop. With several
-    workers each binds the port with SO_REUSEPORT (grpc's default on Linux), and the kernel
-    spreads the connections."""
+    workers each binds the port with SO_REUSEPORT and the kernel spreads the connections; a
+    single process binds it exclusively, so a port already taken is an error at start-up, not
+    a second server silently sharing it."""
     if not settings.grpc_port:
         return None
     limit = max_message_bytes(settings)
@@ -246,7 +247,7 @@ async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1),
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
     server.add_generic_rpc_handlers(
@@ -255,7 +256,13 @@ async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
     address = f"{settings.host}:{settings.grpc_port}"
     if ":" in settings.host:  # IPv6 literal
         address = f"[{settings.host}]:{settings.grpc_port}"
-    server.add_insecure_port(address)
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"cannot serve gRPC on {address} ({exc}): set RESNET_SERVE_GRPC_PORT "
+            "(--grpc-port) to a free port, or 0 to turn gRPC off"
+        ) from exc
     await server.start()
     log.info("KServe V2 gRPC on %s (messages up to %d bytes)", address, limit)
     return server

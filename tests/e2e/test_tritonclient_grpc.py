@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -317,3 +318,21 @@ def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:  # type
     labels = 'code="200",endpoint="v2_grpc_infer",model="fake"'
     assert metric(server.url, "resnet_serve_requests_total", labels) == 12  # summed over workers
     assert server.stop() == 0
+
+
+def test_a_taken_grpc_port_is_a_clear_start_up_error(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(
+            repo,
+            args=["--grpc-port", str(port)],
+            env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN},
+            wait=False,
+        )
+        assert server.proc.wait(60) != 0
+    assert f"cannot serve gRPC on 127.0.0.1:{port}" in server.log()
+    assert "all models closed" in server.log()
