@@ -125,8 +125,8 @@ class InferenceService:
             deadline = dataplane.deadline(self._timeout_ms(req.timeout_us, context))
             wanted = requested_outputs(req)
             model.require_ready()
-            batch = await input_batch(dataplane, model, req)
             try:
+                batch = await input_batch(dataplane, model, req)  # decodes image_bytes
                 logits = await dataplane.infer(model, batch, deadline)
             except asyncio.CancelledError:  # grpc cancels the call at its deadline too
                 left = context.time_remaining()
