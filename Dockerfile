@@ -88,6 +88,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESNET_SERVE_MODELS_DIR=/models \
     RESNET_SERVE_HOST=0.0.0.0 \
     RESNET_SERVE_PORT=8000 \
+    RESNET_SERVE_GRPC_PORT=8001 \
     RESNET_SERVE_LOG_LEVEL=info \
     RESNET_SERVE_SHUTDOWN_GRACE_S=5 \
     RESNET_SERVE_WORKERS=1 \
@@ -95,7 +96,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8000
+# 8000 HTTP (REST, V2, /metrics), 8001 KServe V2 gRPC
+EXPOSE 8000 8001
 # Healthy = ready: every model loaded and warmed.  Warm-up of a big model can take a while.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
   CMD ["python3", "-c", "import os,sys,urllib.request as u; sys.exit(0 if u.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('RESNET_SERVE_PORT', '8000'), timeout=2).status == 200 else 1)"]

@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
             "backends": args.backends,
             "workers": args.workers,
+            "grpc_port": args.grpc_port,
         }.items()
         if v is not None
     }
@@ -108,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (env RESNET_SERVE_WORKERS)"
+    )
+    serve.add_argument(
+        "--grpc-port",
+        type=int,
+        help="KServe V2 gRPC port, 0 for none (env RESNET_SERVE_GRPC_PORT, default 8001)",
     )
     serve.set_defaults(func=_serve)
 

@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
     workers: int = Field(1, ge=1, description="Server processes sharing the port.")
+    # KServe V2 over gRPC (app/api/grpc_service.py), on the same host, in every worker.
+    grpc_port: int = Field(8001, ge=0, le=65535, description="V2 gRPC port; 0 turns gRPC off.")
+    grpc_max_message_bytes: int | None = Field(
+        None, ge=1, description="Largest gRPC message (RESOURCE_EXHAUSTED); default max_body_bytes."
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",

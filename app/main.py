@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__, api
+from app.api import grpc_service
 from app.api.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings, load_model_configs
@@ -45,13 +46,16 @@ def create_app(
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         app.state.draining = False
         await repository.load_all()
-        log.info(
-            "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
-        )
+        grpc_server = None
         try:
+            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            log.info(
+                "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
+            )
             yield
         finally:
             app.state.draining = True
+            await grpc_service.stop(grpc_server, settings)  # answers the accepted calls first
             await repository.close()
             decode_pool.shutdown(wait=True)
             log.info("all models closed")
@@ -61,6 +65,8 @@ def create_app(
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves /docs and /redoc with their assets, offline
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()

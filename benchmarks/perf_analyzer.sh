@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Drive a running resnet-serve with Triton's load generator, perf_analyzer, over the V2 HTTP API.
+# Drive a running resnet-serve with Triton's load generator, perf_analyzer, over the V2 HTTP API
+# (or over gRPC: `-i grpc -u 127.0.0.1:8001`).
 #
 # perf_analyzer's PyPI wheels need glibc >= 2.38 (on older systems `pip install perf-analyzer`
 # picks an empty placeholder), so it runs inside a minimal Debian trixie root made with
@@ -9,7 +10,8 @@
 #   benchmarks/perf_analyzer.sh --setup-only            # build the root only
 #   benchmarks/perf_analyzer.sh -u 127.0.0.1:8000 -m resnet18 [perf_analyzer options...]
 #
-# Everything after the script's own options goes to perf_analyzer as is; `-i http` is added.
+# Everything after the script's own options goes to perf_analyzer as is; `-i http` is added
+# unless the arguments name a protocol (-i grpc: point -u at the gRPC port).
 # Defaults: -b 1 --concurrency-range 1:4:1 --measurement-interval 5000. With the model's UINT8
 # `images` input perf_analyzer generates random pixels itself (use --input-data zero|random|DIR).
 #
@@ -78,4 +80,5 @@ have -b || args+=(-b 1)
 have --concurrency-range || have --request-rate-range || args+=(--concurrency-range 1:4:1)
 have --measurement-interval || have -p || have --request-count \
     || args+=(--measurement-interval 5000)
-in_root /opt/pa/bin/perf_analyzer -i http "${args[@]}"
+have -i || have --protocol || args=(-i http "${args[@]}")
+in_root /opt/pa/bin/perf_analyzer "${args[@]}"

@@ -23,6 +23,8 @@ from tests import fakes
 from tests.digits_fixtures import digits_dir, digits_images  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
+# In-process apps open no gRPC port (a test asks for one); ServerProcess gives each its own.
+os.environ.setdefault("RESNET_SERVE_GRPC_PORT", "0")
 
 
 def sample_photo_path() -> Path:
@@ -117,6 +119,8 @@ class ServerProcess:
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # KServe V2 over gRPC (app/api/grpc_service.py)
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = models.parent / f"server-{self.port}.log"
         cmd = [
             sys.executable,
@@ -129,6 +133,8 @@ class ServerProcess:
             "127.0.0.1",
             "--port",
             str(self.port),
+            "--grpc-port",
+            str(self.grpc_port),
             *(args or []),
         ]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -3,6 +3,7 @@ counter and latency histogram, recorded whatever way the request ends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ def recorded(telemetry: ModelTelemetry, endpoint: str) -> Iterator[None]:
     except ServeError as exc:
         status = status_of(exc)
         raise
-    except ClientGone:
+    except (ClientGone, asyncio.CancelledError):  # the client left (a cancelled gRPC call)
         status = CLIENT_CLOSED
         raise
     except BaseException:

@@ -49,9 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     served.add_argument(
         "--mode",
         default="raw",
-        choices=["raw", "multipart", "v2", "v2-pixels"],
+        choices=["raw", "multipart", "v2", "v2-pixels", "grpc"],
         help="raw: one JPEG body; multipart: K file parts; v2: KServe V2 binary "
-        "BYTES tensor; v2-pixels: V2 uint8 [K,224,224,3] decoded on the client",
+        "BYTES tensor; v2-pixels: V2 uint8 [K,224,224,3] decoded on the client; grpc: "
+        "the same uint8 batch over KServe V2 gRPC (--url grpc://127.0.0.1:8001)",
     )
     served.add_argument("--images-per-request", type=int, default=1, metavar="K")
     served.add_argument(
@@ -65,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="'N: V'",
-        help="extra request header, e.g. 'Authorization: Bearer TOKEN' (repeat)",
+        help="extra request header (gRPC metadata in grpc mode), e.g. "
+        "'Authorization: Bearer TOKEN' (repeat)",
     )
     served.add_argument(
         "--concurrency",

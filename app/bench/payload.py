@@ -10,6 +10,9 @@ Modes:
              a BYTES tensor "image_bytes" [K] (each element: 4-byte little-endian length + bytes)
   v2-pixels  POST /v2/models/{model}/infer, a UINT8 tensor "images" [K, H, W, 3], decoded and
              cropped on the client once, before the load starts
+  grpc       KServe V2 over gRPC (ModelInfer): the same UINT8 "images" [K, H, W, 3] as
+             v2-pixels, in raw_input_contents; each request a serialized ModelInferRequest
+             (app/bench/grpc_client.py sends it; --url grpc://host:8001)
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-MODES = ("raw", "multipart", "v2", "v2-pixels")
+MODES = ("raw", "multipart", "v2", "v2-pixels", "grpc")
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 DEFAULT_PATHS = {
     "raw": "/v1/models/{model}/classify",
     "multipart": "/v1/models/{model}/classify",
     "v2": "/v2/models/{model}/infer",
     "v2-pixels": "/v2/models/{model}/infer",
+    "grpc": "/inference.GRPCInferenceService/ModelInfer",
 }
 V2_BYTES_INPUT = "image_bytes"
 V2_PIXELS_INPUT = "images"
@@ -55,11 +59,11 @@ class Target:
     @classmethod
     def parse(cls, url: str, path: str) -> Target:
         parts = urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"only http:// URLs are supported, not {url!r}")
+        if parts.scheme not in ("http", "grpc"):
+            raise ValueError(f"only http:// (and grpc:// for --mode grpc) URLs, not {url!r}")
         if not parts.hostname:
             raise ValueError(f"URL {url!r} names no host")
-        return cls(parts.hostname, parts.port or 80, path)
+        return cls(parts.hostname, parts.port or (80 if parts.scheme == "http" else 8001), path)
 
     @property
     def authority(self) -> str:
@@ -145,6 +149,20 @@ def v2_pixels_body(pixels: np.ndarray) -> Body:
     return _v2_body(header, tensor, int(pixels.shape[0]))
 
 
+def grpc_pixels_body(model: str, pixels: np.ndarray) -> Body:
+    """A serialized ModelInferRequest: UINT8 "images" [K, H, W, 3] in raw_input_contents,
+    `logits` back in raw_output_contents (tritonclient's messages: a client package)."""
+    from tritonclient.grpc import service_pb2
+
+    if pixels.dtype != np.uint8 or pixels.ndim != 4:
+        raise ValueError(f"pixels must be uint8 [K, H, W, 3], got {pixels.dtype} {pixels.shape}")
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=V2_PIXELS_INPUT, datatype="UINT8", shape=list(pixels.shape))
+    request.outputs.add(name=V2_OUTPUT)
+    request.raw_input_contents.append(np.ascontiguousarray(pixels).tobytes())
+    return Body(request.SerializeToString(), "application/grpc", int(pixels.shape[0]))
+
+
 def decode_for_pixels(images: list[bytes], crop: int = 224, resize: int = 256) -> list[np.ndarray]:
     """What the server's decoder would make of each image, for v2-pixels mode."""
     from app.config import PreprocessConfig
@@ -154,7 +172,7 @@ def decode_for_pixels(images: list[bytes], crop: int = 224, resize: int = 256) -
     return [decode(image, cfg, max_pixels=1 << 62) for image in images]
 
 
-def build_bodies(images: list[bytes], mode: str, per_request: int) -> list[Body]:
+def build_bodies(images: list[bytes], mode: str, per_request: int, model: str = "") -> list[Body]:
     """One body per image in the folder (K consecutive images each, wrapping around), so the
     load cycles through every file."""
     if mode not in MODES:
@@ -172,10 +190,12 @@ def build_bodies(images: list[bytes], mode: str, per_request: int) -> list[Body]
     if mode == "v2":
         return [v2_bytes_body(g) for g in groups]
     pixels = decode_for_pixels(images)
-    return [
-        v2_pixels_body(np.stack([pixels[(i + j) % count] for j in range(per_request)]))
-        for i in range(count)
+    batches = [
+        np.stack([pixels[(i + j) % count] for j in range(per_request)]) for i in range(count)
     ]
+    if mode == "grpc":
+        return [grpc_pixels_body(model, b) for b in batches]
+    return [v2_pixels_body(b) for b in batches]
 
 
 def http_request(target: Target, body: Body, headers: list[tuple[str, str]] | None = None) -> bytes:

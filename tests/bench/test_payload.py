@@ -74,7 +74,16 @@ def test_build_bodies_cycles_every_file(jpegs: list[bytes]) -> None:
     with pytest.raises(ValueError, match="raw mode"):
         build_bodies(jpegs, "raw", 2)
     with pytest.raises(ValueError, match="mode"):
-        build_bodies(jpegs, "grpc", 1)
+        build_bodies(jpegs, "nope", 1)
+    # grpc: the same uint8 batch as v2-pixels, in a serialized ModelInferRequest
+    from tritonclient.grpc import service_pb2
+
+    (body,) = build_bodies(jpegs[:1], "grpc", 3, model="m")
+    msg = service_pb2.ModelInferRequest.FromString(body.data)
+    assert msg.model_name == "m" and body.images == 3
+    assert (msg.inputs[0].name, msg.inputs[0].datatype) == ("images", "UINT8")
+    assert list(msg.inputs[0].shape) == [3, 224, 224, 3]
+    assert msg.raw_input_contents[0] == tensor[: 224 * 224 * 3] * 3  # the same pixels
 
 
 def test_http_request_is_complete(jpegs: list[bytes]) -> None:

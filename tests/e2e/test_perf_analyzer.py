@@ -1,4 +1,5 @@
-"""Triton's load generator, perf_analyzer, drives a real server over the V2 HTTP API.
+"""Triton's load generator, perf_analyzer, drives a real server over the V2 HTTP API and over
+the V2 gRPC API (`-i grpc`).
 
 Opt-in: runs where benchmarks/perf_analyzer.sh has built its Debian trixie root (perf_analyzer's
 wheels need glibc 2.38); `benchmarks/perf_analyzer.sh --setup-only` builds it (root, a few
@@ -29,13 +30,17 @@ pytestmark = [
 ]
 
 
-def test_perf_analyzer_drives_the_server(models_repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_perf_analyzer_drives_the_server(models_repo: Path, start_server, protocol: str) -> None:  # type: ignore[no-untyped-def]
     server = start_server(models_repo)
+    port = server.port if protocol == "http" else server.grpc_port
     run = subprocess.run(
         [
             str(ROOT / "benchmarks/perf_analyzer.sh"),
+            "-i",
+            protocol,
             "-u",
-            f"127.0.0.1:{server.port}",
+            f"127.0.0.1:{port}",
             "-m",
             "resnet18",
             "-b",
@@ -58,3 +63,11 @@ def test_perf_analyzer_drives_the_server(models_repo: Path, start_server) -> Non
     assert stats["inference_stats"]["success"]["count"] >= 6
     assert stats["inference_stats"]["fail"]["count"] == 0
     assert {b["batch_size"] for b in stats["batch_stats"]} <= {2, 4, 6, 8}
+    endpoint = "v2_infer" if protocol == "http" else "v2_grpc_infer"
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert re.search(
+        rf'^resnet_serve_requests_total\{{code="200",endpoint="{endpoint}",model="resnet18"\}} '
+        r"([1-9]\d*)\.0$",
+        metrics,
+        re.M,
+    ), metrics

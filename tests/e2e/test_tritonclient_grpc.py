@@ -1,0 +1,338 @@
+"""Triton's own gRPC client (tritonclient[grpc] from PyPI) against a real resnet-serve process:
+KServe V2 over gRPC on the same DataPlane as HTTP. The resnet18 export answers metadata, raw and
+typed-contents infer, image files, classification and statistics (the same logits as HTTP V2);
+fake models (tests/fakes.py, instant to load) answer the errors, the token, the message limit,
+the deadline, the queue limit and cancellation."""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.fakes import PLUGIN, write_fake_model
+
+pytestmark = pytest.mark.e2e
+MODEL = "resnet18"
+TOKEN = "s3cret"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+def metric(url: str, name: str, labels: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def pixels_input(batch: np.ndarray) -> grpcclient.InferInput:
+    inp = grpcclient.InferInput("images", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)  # raw_input_contents
+    return inp
+
+
+def code(info: pytest.ExceptionInfo[InferenceServerException]) -> str:
+    return str(info.value.status())
+
+
+# ---------------------------------------------------------------------------- resnet18
+@pytest.fixture()
+def server(models_repo: Path, start_server):  # type: ignore[no-untyped-def]
+    return start_server(models_repo)
+
+
+@pytest.fixture()
+def client(server):  # type: ignore[no-untyped-def]
+    c = grpcclient.InferenceServerClient(url=server.grpc_url)
+    yield c
+    c.close()
+
+
+def test_metadata_config_and_health(client) -> None:  # type: ignore[no-untyped-def]
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert not client.is_model_ready(MODEL, "2") and not client.is_model_ready("nope")
+    meta = client.get_server_metadata(as_json=True)
+    assert meta["name"] == "resnet-serve"
+    assert {"binary_tensor_data", "classification", "statistics"} <= set(meta["extensions"])
+    model = client.get_model_metadata(MODEL, as_json=True)
+    assert model["platform"] == "onnxruntime_onnx" and model["versions"] == ["1"]
+    assert model["inputs"][0] == {
+        "name": "images",
+        "datatype": "UINT8",
+        "shape": ["-1", "224", "224", "3"],  # int64 in protobuf JSON
+    }
+    assert [o["name"] for o in model["outputs"]] == ["logits", "probabilities"]
+    config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert config["input"][0]["dims"] == ["224", "224", "3"]
+    assert config["input"][0]["format"] == "FORMAT_NHWC"
+    assert int(config["max_batch_size"]) >= 1 and "dynamic_batching" in config
+    with pytest.raises(InferenceServerException, match="no model named") as info:
+        client.get_model_metadata("nope")
+    assert code(info) == "StatusCode.NOT_FOUND"
+    # the repository calls: not served over gRPC yet, and they say so
+    with pytest.raises(InferenceServerException, match="repository") as info:
+        client.get_model_repository_index()
+    assert code(info) == "StatusCode.UNIMPLEMENTED"
+
+
+def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:  # type: ignore[no-untyped-def]
+    batch = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    res = client.infer(
+        MODEL,
+        [pixels_input(batch)],
+        outputs=[
+            grpcclient.InferRequestedOutput("logits"),
+            grpcclient.InferRequestedOutput("probabilities", class_count=3),
+        ],
+        request_id="grpc-1",
+    )
+    assert res.get_response().id == "grpc-1"
+    logits = res.as_numpy("logits")
+    assert logits.shape == (3, 1000) and logits.dtype == np.float32
+    classes = res.as_numpy("probabilities")
+    assert classes.shape == (3, 3)
+    top = [int(e.decode().split(":")[1]) for e in classes[:, 0]]
+    assert top == np.argmax(logits, axis=1).tolist()
+
+    # HTTP V2 binary on the same server: the same numbers
+    http = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    try:
+        inp = httpclient.InferInput("images", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch, binary_data=True)
+        out = [httpclient.InferRequestedOutput("logits", binary_data=True)]
+        np.testing.assert_array_equal(
+            http.infer(MODEL, [inp], outputs=out).as_numpy("logits"), logits
+        )
+    finally:
+        http.close()
+
+    # typed contents (uint_contents) instead of raw bytes: same answer for the first image
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="images", datatype="UINT8", shape=[1, 224, 224, 3])
+    tensor.contents.uint_contents.extend(batch[0].ravel().tolist())
+    request.outputs.add(name="logits")
+    response = client._client_stub.ModelInfer(request, timeout=60)
+    got = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(1, 1000)
+    np.testing.assert_array_equal(got, logits[:1])
+
+    # encoded files as image_bytes (BYTES): the same top-5 as /v1 classify
+    files = grpcclient.InferInput("image_bytes", [1, 1], "BYTES")
+    files.set_data_from_numpy(np.array([[photo_jpeg]], dtype=object))
+    res = client.infer(
+        MODEL,
+        [files],
+        model_version="1",
+        outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=5)],
+    )
+    got_top = [int(e.decode().split(":")[1]) for e in res.as_numpy("probabilities").ravel()]
+    v1 = httpx.post(
+        f"{server.url}/v1/models/{MODEL}/classify?top_k=5",
+        content=photo_jpeg,
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
+    ).json()["predictions"][0]
+    assert got_top == [p["index"] for p in v1]
+
+
+def test_errors_and_statistics(client, server) -> None:  # type: ignore[no-untyped-def]
+    nchw = np.zeros((1, 3, 224, 224), np.uint8)
+    with pytest.raises(InferenceServerException, match="NCHW") as info:
+        client.infer(MODEL, [pixels_input(nchw)])
+    assert code(info) == "StatusCode.INVALID_ARGUMENT"
+    good = pixels_input(np.zeros((2, 224, 224, 3), np.uint8))
+    with pytest.raises(InferenceServerException) as info:
+        client.infer(MODEL, [good], model_version="7")
+    assert code(info) == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("nope", [good])
+    assert code(info) == "StatusCode.NOT_FOUND"
+    fp32 = grpcclient.InferInput("images", [1, 224, 224, 3], "FP32")
+    fp32.set_data_from_numpy(np.zeros((1, 224, 224, 3), np.float32))
+    with pytest.raises(InferenceServerException, match="UINT8") as info:
+        client.infer(MODEL, [fp32])
+    assert code(info) == "StatusCode.INVALID_ARGUMENT"
+    for _ in range(3):
+        client.infer(MODEL, [good])
+
+    (s,) = client.get_inference_statistics(MODEL, as_json=True)["model_stats"]
+    assert s["name"] == MODEL and s["version"] == "1"
+    assert int(s["inference_count"]) == 6 and int(s["execution_count"]) == 3
+    inf = s["inference_stats"]
+    assert int(inf["success"]["count"]) == 3 and int(inf["fail"]["count"]) == 2  # bad shape, FP32
+    assert int(inf["compute_infer"]["count"]) == 3
+    labels = 'code="200",endpoint="v2_grpc_infer",model="resnet18"'
+    assert metric(server.url, "resnet_serve_requests_total", labels) == 3
+    labels = 'code="400",endpoint="v2_grpc_infer",model="resnet18"'
+    assert metric(server.url, "resnet_serve_requests_total", labels) == 2
+    everything = client.get_inference_statistics(as_json=True)["model_stats"]
+    assert MODEL in [m["name"] for m in everything]
+
+
+# ---------------------------------------------------------------------------- fake models
+def start_fake(tmp_path: Path, start_server, **env: str):  # type: ignore[no-untyped-def]
+    """A fast and a slow fake model, a token, and a gRPC message limit of 200 kB (one 224x224
+    image fits, two do not)."""
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    write_fake_model(
+        repo,
+        "slow",
+        options={"delay_s": 1.0},
+        batching={"max_batch_size": 1, "max_queue_size": 1},
+    )
+    env = {
+        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
+        "RESNET_SERVE_AUTH_TOKEN": TOKEN,
+        "RESNET_SERVE_GRPC_MAX_MESSAGE_BYTES": "200000",
+        **env,
+    }
+    return start_server(repo, env=env)
+
+
+@pytest.fixture()
+def fake_server(tmp_path: Path, start_server):  # type: ignore[no-untyped-def]
+    return start_fake(tmp_path, start_server)
+
+
+@pytest.fixture()
+def fake_client(fake_server):  # type: ignore[no-untyped-def]
+    c = grpcclient.InferenceServerClient(url=fake_server.grpc_url)
+    yield c
+    c.close()
+
+
+def grey(n: int, level: int) -> np.ndarray:
+    return np.full((n, 224, 224, 3), level, np.uint8)
+
+
+def test_token_and_message_limit(fake_client) -> None:  # type: ignore[no-untyped-def]
+    assert fake_client.is_server_live() and fake_client.is_server_ready()  # open, like health
+    for headers, why in ((None, "missing"), ({"authorization": "Bearer nope"}, "wrong")):
+        with pytest.raises(InferenceServerException, match=why) as info:
+            fake_client.infer("fake", [pixels_input(grey(1, 7))], headers=headers)
+        assert code(info) == "StatusCode.UNAUTHENTICATED"
+        with pytest.raises(InferenceServerException) as info:
+            fake_client.get_model_metadata("fake", headers=headers)
+        assert code(info) == "StatusCode.UNAUTHENTICATED"
+    res = fake_client.infer("fake", [pixels_input(grey(1, 7))], headers=AUTH)
+    assert int(np.argmax(res.as_numpy("logits"))) == 7
+    with pytest.raises(InferenceServerException) as info:
+        fake_client.infer("fake", [pixels_input(grey(2, 7))], headers=AUTH)
+    assert code(info) == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+def test_deadline_queue_limit_and_cancellation(fake_client, fake_server) -> None:  # type: ignore[no-untyped-def]
+    url = fake_server.url
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+
+    def done(result: object, error: object) -> None:
+        results.put((result, error))
+
+    # the call's deadline is the request's: answered at the deadline, not after the batch
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as info:
+        fake_client.infer("slow", [pixels_input(grey(1, 1))], headers=AUTH, client_timeout=0.3)
+    assert code(info) == "StatusCode.DEADLINE_EXCEEDED"
+    assert time.monotonic() - started < 0.9
+    time.sleep(1.2)  # let the instance finish what it had started
+
+    # one call runs (1 s), one waits in the queue of one: a third is refused at once
+    fake_client.async_infer("slow", [pixels_input(grey(1, 2))], done, headers=AUTH)
+    time.sleep(0.3)
+    fake_client.async_infer("slow", [pixels_input(grey(1, 3))], done, headers=AUTH)
+    time.sleep(0.3)
+    with pytest.raises(InferenceServerException, match="queue") as info:
+        fake_client.infer("slow", [pixels_input(grey(1, 4))], headers=AUTH)
+    assert code(info) == "StatusCode.UNAVAILABLE"
+    for _ in range(2):
+        result, error = results.get(timeout=10)
+        assert error is None, error
+    images_before = metric(url, "resnet_serve_images_total", 'model="slow"')
+
+    # cancelled while queued behind a running call: never reaches the model
+    fake_client.async_infer("slow", [pixels_input(grey(1, 5))], done, headers=AUTH)
+    time.sleep(0.3)  # the instance is busy with it now
+    call = fake_client.async_infer("slow", [pixels_input(grey(1, 6))], done, headers=AUTH)
+    time.sleep(0.3)  # queued
+    call.cancel()
+    outcomes = [results.get(timeout=10) for _ in range(2)]
+    assert sum(error is None for _, error in outcomes) == 1
+    assert any("CANCELLED" in str(error) for _, error in outcomes)
+    time.sleep(1.5)  # long enough for the cancelled call to have run, had it been run
+    assert metric(url, "resnet_serve_images_total", 'model="slow"') == images_before + 1
+    labels = 'code="499",endpoint="v2_grpc_infer",model="slow"'
+    assert metric(url, "resnet_serve_requests_total", labels) == 1
+    (s,) = fake_client.get_inference_statistics("slow", headers=AUTH, as_json=True)["model_stats"]
+    assert int(s["inference_count"]) == images_before + 1
+
+
+def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    """No grace period: the gRPC server stops at once, yet finishes the call it accepted."""
+    fake_server = start_fake(tmp_path, start_server, RESNET_SERVE_SHUTDOWN_GRACE_S="0")
+    fake_client = grpcclient.InferenceServerClient(url=fake_server.grpc_url)
+    results: queue.Queue[tuple[object, object]] = queue.Queue()
+    fake_client.async_infer(
+        "slow",
+        [pixels_input(grey(1, 9))],
+        lambda result, error: results.put((result, error)),
+        headers=AUTH,
+    )
+    time.sleep(0.3)
+    fake_server.proc.send_signal(signal.SIGTERM)
+    result, error = results.get(timeout=20)
+    assert error is None and int(np.argmax(result.as_numpy("logits"))) == 9  # type: ignore[attr-defined]
+    assert fake_server.proc.wait(30) == 0
+    fake_client.close()
+    assert "KServe V2 gRPC on 127.0.0.1" in fake_server.log()
+
+
+def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    server = start_server(
+        repo, args=["--workers", "2"], env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN}
+    )
+    deadline = time.monotonic() + 60  # the second worker may still be loading
+    while server.log().count("KServe V2 gRPC on") < 2:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.2)
+    for i in range(12):  # a new connection each time: the kernel spreads them (SO_REUSEPORT)
+        c = grpcclient.InferenceServerClient(url=server.grpc_url)
+        try:
+            res = c.infer("fake", [pixels_input(grey(1, i))])
+            assert int(np.argmax(res.as_numpy("logits"))) == i
+        finally:
+            c.close()
+    labels = 'code="200",endpoint="v2_grpc_infer",model="fake"'
+    assert metric(server.url, "resnet_serve_requests_total", labels) == 12  # summed over workers
+    assert server.stop() == 0
+
+
+def test_a_taken_grpc_port_is_a_clear_start_up_error(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(
+            repo,
+            args=["--grpc-port", str(port)],
+            env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN},
+            wait=False,
+        )
+        assert server.proc.wait(60) != 0
+    assert f"cannot serve gRPC on 127.0.0.1:{port}" in server.log()
+    assert "all models closed" in server.log()
