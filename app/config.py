@@ -66,6 +66,36 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
     workers: int = Field(1, ge=1, description="Server processes sharing the port.")
+    # ---- hostile clients (app/connections.py, docs/hostile-clients.md)
+    keep_alive_timeout_s: float = Field(
+        15.0, gt=0, description="Close a kept-alive connection idle this long between requests."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Answer 408 and close when a request's headers are not complete this long "
+        "after the connection opened (or the next request's first byte).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Answer 408 and close when a request body sends nothing for this long.",
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        description="Open connections per process; past it, new ones get 503 + Retry-After. "
+        "0: what the descriptor limit allows (raised to the hard limit at start, minus 64).",
+    )
+    linger_bytes: int = Field(
+        0,
+        ge=0,
+        description="After an early answer (413, ...) read and discard at most this much of the "
+        "unread body before closing, so the client reads the answer. 0: twice max_body_bytes.",
+    )
+    linger_timeout_s: float = Field(
+        10.0, ge=0, description="...and for at most this long (lingering close)."
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",
