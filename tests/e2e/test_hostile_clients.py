@@ -46,6 +46,7 @@ def env(**extra: str) -> dict[str, str]:
     return {
         "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
         "RESNET_SERVE_MAX_BODY_BYTES": str(LIMIT),
+        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
         **extra,
     }
 
@@ -119,8 +120,25 @@ def test_slow_headers_get_408_and_the_connection_cap_answers_503(
 ) -> None:  # type: ignore[no-untyped-def]
     server: ServerProcess = start_server(
         fake_repo,
-        env=env(RESNET_SERVE_HEADER_TIMEOUT_S="1", RESNET_SERVE_MAX_CONNECTIONS="8"),
+        env=env(
+            RESNET_SERVE_HEADER_TIMEOUT_S="1",
+            RESNET_SERVE_BODY_TIMEOUT_S="1",
+            RESNET_SERVE_MAX_CONNECTIONS="8",
+        ),
     )
+    # a body that stalls: 408 once nothing came for the body timeout; the app sees a disconnect
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(
+        b"POST /v1/models/fake/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        b"Content-Length: 1000\r\n\r\n" + png_bytes()[:100]
+    )
+    s.settimeout(5)
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"body stalled" in answer
+    s.close()
     # headers trickled: 408 once the header timeout passes, then closed
     s = socket.create_connection(("127.0.0.1", server.port))
     s.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
@@ -215,3 +233,69 @@ def test_slowloris_and_idle_connections_do_not_stop_a_good_client(
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def test_with_two_workers_a_killed_worker_loses_only_its_requests(
+    fake_repo: Path, start_server
+) -> None:  # type: ignore[no-untyped-def]
+    """kill -9 of one of two workers under load from 8 clients: only requests in flight on it
+    fail, a replacement serves, and the connection metrics are summed over the workers."""
+    import os
+    import signal
+
+    server: ServerProcess = start_server(fake_repo, ["--workers", "2"], env=env())
+    image = png_bytes()
+    ok, failed = [0], [0]
+    pids: set[int] = set()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(
+                        "/v1/models/fake/classify",
+                        content=image,
+                        headers={"Content-Type": "image/png"},
+                    )
+                    good = r.status_code == 200
+                except httpx.HTTPError:
+                    good = False
+                with lock:
+                    ok[0] += good
+                    failed[0] += not good
+
+    def worker_pids() -> set[int]:
+        seen = set()
+        fresh = httpx.Limits(max_keepalive_connections=0)  # a new connection: either worker
+        with httpx.Client(base_url=server.url, timeout=10, limits=fresh) as c:
+            for _ in range(30):
+                seen.add(c.get("/v1/models/fake").json()["worker_pid"])
+        return seen
+
+    pids = worker_pids()
+    assert len(pids) == 2
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    victim = sorted(pids)[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = worker_pids()
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"no replacement worker: {now}")
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert ok[0] > 100, (ok, failed)
+    assert failed[0] <= 16, f"{failed[0]} of {ok[0] + failed[0]} requests lost (8 clients)"
+    text = httpx.get(server.url + "/metrics").text
+    assert "resnet_serve_open_connections 1.0" in text  # the dead worker's gauge is gone
+    assert server.stop() == 0
