@@ -96,6 +96,40 @@ class Settings(BaseSettings):
     linger_timeout_s: float = Field(
         10.0, ge=0, description="...and for at most this long (lingering close)."
     )
+    # ---- costly images (app/decode_limits.py, docs/hostile-clients.md)
+    max_full_decode_pixels: int = Field(
+        16_777_216,
+        ge=1,
+        description="Largest width*height of a PNG, WebP, GIF or BMP: formats decoded at full "
+        "size (JPEGs are decoded at reduced size and have max_image_pixels).",
+    )
+    max_jpeg_scans: int = Field(
+        32, ge=1, description="Most scans in a progressive JPEG (each is a pass over the image)."
+    )
+    max_png_chunks: int = Field(
+        8192, ge=3, description="Most chunks in a PNG (each costs a loop turn in the decoder)."
+    )
+    max_exif_bytes: int = Field(
+        1 << 20, ge=0, description="Largest EXIF block; only its orientation is read."
+    )
+    max_exif_entries: int = Field(
+        512, ge=0, description="Most entries in an EXIF block's first directory."
+    )
+    decode_queue_size: int = Field(
+        256,
+        ge=0,
+        description="Images waiting for a decode thread beyond those decoding; more get 503.",
+    )
+    decode_costly_cost: float = Field(
+        40.0,
+        gt=0,
+        description="An image whose estimated decode cost (megapixels x format factor, in "
+        "baseline-JPEG megapixels) is above this is costly: costly images take at most half "
+        "the decode threads, so cheap ones always find one.",
+    )
+    decode_costly_queue: int = Field(
+        4, ge=0, description="Costly images waiting for a costly slot; more get 503 at once."
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",
