@@ -160,7 +160,8 @@ def check(img: Image.Image, data: bytes, limits: DecodeLimits) -> float:
         scans = jpeg_scans(data, limits.max_jpeg_scans)
         if scans > limits.max_jpeg_scans:
             raise PayloadTooLarge(
-                f"progressive JPEG of {scans} scans; the limit is {limits.max_jpeg_scans}"
+                f"progressive JPEG of more than {limits.max_jpeg_scans} scans (each one is a "
+                f"pass over the image); the limit is {limits.max_jpeg_scans}"
             )
         factor = max(1.0, PROGRESSIVE_FACTOR_PER_SCAN * scans)
     exif = img.info.get("exif")
