@@ -163,8 +163,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ connection
+    # type-ignore reason: uvicorn narrows asyncio's BaseTransport to Transport; we keep that
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        # (uvicorn's signature narrows BaseTransport to Transport; we keep its narrowing)
         super().connection_made(transport)
         if self.guard.metrics is None:
             self.guard.metrics = _metrics_of(self.app)
@@ -219,8 +219,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # upgraded (websocket): not ours to guard
+        # type-ignore reason: the cycle only writes, closes and asks is_closing: the proxy does
         cycle.transport = _LingeringTransport(self, self.transport, cycle)  # type: ignore[assignment]
-        # (the cycle only writes, closes and asks is_closing; the proxy does all three)
         send = cycle.send
 
         async def send_early_aware(message: Any) -> None:
@@ -229,8 +229,8 @@ class GuardedHttpTools(HttpToolsProtocol):
                 self._disarm()
             await send(message)
 
+        # type-ignore reason: a per-cycle wrapper; run_asgi passes self.send, which finds it
         cycle.send = send_early_aware  # type: ignore[method-assign]
-        # (per-cycle wrapper: run_asgi passes self.send, which finds this first)
         if not self._body_done:
             self._arm(self.guard.body_timeout_s, self._body_timeout)
 

@@ -21,7 +21,14 @@ from app.config import PreprocessConfig, Settings
 from app.decode_limits import DecodeGate, DecodeLimits
 from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
 from app.postprocess import top_k
-from app.preprocess import Batch, EncodedImage, decode_opened, inspect, open_checked
+from app.preprocess import (
+    Batch,
+    EncodedImage,
+    decode_opened,
+    gpu_decodable,
+    inspect,
+    open_checked,
+)
 from app.repository import ModelRepository, ServedModel
 
 Disconnected = Callable[[], Awaitable[None]]
@@ -103,20 +110,26 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         timer, limits = model.telemetry.preprocess, self.decode_limits
 
+        gpu = cfg.decode == "gpu"
+
         def first(data: bytes) -> np.ndarray | EncodedImage | None:
             t0 = time.perf_counter()
             try:
-                if cfg.decode == "gpu":
-                    return inspect(data, cfg, limits)  # its CPU decodes are of small images
                 img, cost = open_checked(data, limits)
-                return None if cost > limits.costly_cost else decode_opened(img, cfg)
+                if gpu and gpu_decodable(img):
+                    return inspect(data, cfg, limits)  # stays encoded: nvJPEG decodes it
+                if cost > limits.costly_cost:
+                    return None
+                pixels = decode_opened(img, cfg)
+                return EncodedImage(pixels=pixels) if gpu else pixels
             finally:
                 timer.observe(time.perf_counter() - t0)
 
-        def costly(data: bytes) -> np.ndarray:
+        def costly(data: bytes) -> np.ndarray | EncodedImage:
             t0 = time.perf_counter()
             try:
-                return decode_opened(open_checked(data, limits)[0], cfg)
+                pixels = decode_opened(open_checked(data, limits)[0], cfg)
+                return EncodedImage(pixels=pixels) if gpu else pixels
             finally:
                 timer.observe(time.perf_counter() - t0)
 
