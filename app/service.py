@@ -114,16 +114,16 @@ class DataPlane:
 
         def first(data: bytes) -> np.ndarray | EncodedImage | None:
             t0 = time.perf_counter()
-            try:
-                img, cost = open_checked(data, limits)
-                if gpu and gpu_decodable(img):
-                    return inspect(data, cfg, limits)  # stays encoded: nvJPEG decodes it
-                if cost > limits.costly_cost:
-                    return None
+            img, cost = open_checked(data, limits)  # a refusal here is not timed
+            if gpu and gpu_decodable(img):
+                result: np.ndarray | EncodedImage = inspect(data, cfg, limits)  # nvJPEG's
+            elif cost > limits.costly_cost:
+                return None  # timed once, when decode_costly runs
+            else:
                 pixels = decode_opened(img, cfg)
-                return EncodedImage(pixels=pixels) if gpu else pixels
-            finally:
-                timer.observe(time.perf_counter() - t0)
+                result = EncodedImage(pixels=pixels) if gpu else pixels
+            timer.observe(time.perf_counter() - t0)
+            return result
 
         def costly(data: bytes) -> np.ndarray | EncodedImage:
             t0 = time.perf_counter()
