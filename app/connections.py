@@ -19,7 +19,8 @@ them; each is a few lines around its parser callbacks, which we leave untouched)
 - Body timeout. A body that sends nothing for `body_timeout_s` (nginx's client_body_timeout:
   between reads, not in total) is answered 408 and closed; the app sees a disconnect.
 - Connection cap. Past `max_connections` open connections (per process), a new connection's
-  request is answered at once with 503, Retry-After and `Connection: close`, logged (at most
+  request is answered at once with 503, Retry-After and `Connection: close` (one that sends
+  no request within a second gets the same and is closed), logged (at most
   once a second, with the count) and counted in resnet_serve_connections_rejected_total, instead
   of the process running out of descriptors and the kernel resetting everyone.
   resnet_serve_open_connections is the gauge.
@@ -45,6 +46,7 @@ from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+OVER_CAP_WAIT_S = 1.0  # an over-cap connection that sends no request is answered 503 after this
 FD_RESERVE = 64  # descriptors kept for model files, threads' pipes, logs, metrics files
 
 
@@ -170,7 +172,10 @@ class GuardedHttpTools(HttpToolsProtocol):
             self.guard.metrics = _metrics_of(self.app)
         self._counted = True
         self._over_cap = not self.guard.opened()
-        self._arm(self.guard.header_timeout_s, self._header_timeout)
+        if self._over_cap:  # holds a descriptor we are short of: a second to say what it wants
+            self._arm(min(OVER_CAP_WAIT_S, self.guard.header_timeout_s), self._over_cap_timeout)
+        else:
+            self._arm(self.guard.header_timeout_s, self._header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -298,6 +303,20 @@ class GuardedHttpTools(HttpToolsProtocol):
             )
         )
 
+    def _over_cap_timeout(self) -> None:
+        self._timer = None
+        if self.cycle is not None:
+            return  # its request is being answered 503 already
+        self.guard.refused()
+        self._reply_and_close(
+            _raw_response(
+                503,
+                "Service Unavailable",
+                _over_cap_message(self.guard),
+                f"retry-after: {self.guard.retry_after_s}\r\n",
+            )
+        )
+
     def _body_timeout(self) -> None:
         self._timer = None
         if self.flow.read_paused:  # we stopped reading, not the client: not its fault
@@ -325,13 +344,15 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
+def _over_cap_message(guard: ConnectionGuard) -> str:
+    return (
+        f"server is at its connection cap ({guard.max_connections} open); "
+        f"retry after {guard.retry_after_s} s"
+    )
+
+
 def _over_capacity(guard: ConnectionGuard) -> Any:
-    body = json.dumps(
-        {
-            "error": f"server is at its connection cap ({guard.max_connections} open); "
-            f"retry after {guard.retry_after_s} s"
-        }
-    ).encode()
+    body = json.dumps({"error": _over_cap_message(guard)}).encode()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(
