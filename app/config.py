@@ -71,6 +71,70 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int | None = Field(
         None, ge=1, description="Largest gRPC message (RESOURCE_EXHAUSTED); default max_body_bytes."
     )
+    # ---- hostile clients (app/connections.py, docs/hostile-clients.md)
+    keep_alive_timeout_s: float = Field(
+        15.0, gt=0, description="Close a kept-alive connection idle this long between requests."
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Answer 408 and close when a request's headers are not complete this long "
+        "after the connection opened (or the next request's first byte).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Answer 408 and close when a request body sends nothing for this long.",
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        description="Open connections per process; past it, new ones get 503 + Retry-After. "
+        "0: what the descriptor limit allows (raised to the hard limit at start, minus 64).",
+    )
+    linger_bytes: int = Field(
+        0,
+        ge=0,
+        description="After an early answer (413, ...) read and discard at most this much of the "
+        "unread body before closing, so the client reads the answer. 0: twice max_body_bytes.",
+    )
+    linger_timeout_s: float = Field(
+        10.0, ge=0, description="...and for at most this long (lingering close)."
+    )
+    # ---- costly images (app/decode_limits.py, docs/hostile-clients.md)
+    max_full_decode_pixels: int = Field(
+        16_777_216,
+        ge=1,
+        description="Largest width*height of a PNG, WebP, GIF or BMP: formats decoded at full "
+        "size (JPEGs are decoded at reduced size and have max_image_pixels).",
+    )
+    max_jpeg_scans: int = Field(
+        32, ge=1, description="Most scans in a progressive JPEG (each is a pass over the image)."
+    )
+    max_png_chunks: int = Field(
+        8192, ge=3, description="Most chunks in a PNG (each costs a loop turn in the decoder)."
+    )
+    max_exif_bytes: int = Field(
+        1 << 20, ge=0, description="Largest EXIF block; only its orientation is read."
+    )
+    max_exif_entries: int = Field(
+        512, ge=0, description="Most entries in an EXIF block's first directory."
+    )
+    decode_queue_size: int = Field(
+        256,
+        ge=0,
+        description="Images waiting for a decode thread beyond those decoding; more get 503.",
+    )
+    decode_costly_cost: float = Field(
+        40.0,
+        gt=0,
+        description="An image whose estimated decode cost (megapixels x format factor, in "
+        "baseline-JPEG megapixels) is above this is costly: costly images take at most half "
+        "the decode threads, so cheap ones always find one.",
+    )
+    decode_costly_queue: int = Field(
+        4, ge=0, description="Costly images waiting for a costly slot; more get 503 at once."
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",

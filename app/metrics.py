@@ -130,6 +130,19 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        # connections (app/connections.py): per process, summed over workers
+        self.open_connections = Gauge(
+            f"{PREFIX}_open_connections",
+            "Open client connections.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_rejected = Counter(
+            f"{PREFIX}_connections_rejected",
+            "Connections refused with 503 because the process was at its connection cap.",
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """Prometheus text: this process's registry, or, when several worker processes share
         the port (PROMETHEUS_MULTIPROC_DIR set), every live worker's values aggregated."""

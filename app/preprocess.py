@@ -12,10 +12,13 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from app.config import PreprocessConfig
+from app.decode_limits import DecodeLimits, check, check_structure, exif_orientation, upright
 from app.errors import InvalidInput, PayloadTooLarge
+
+Limits = int | DecodeLimits  # an int: only that pixel limit (offline tools, benchmarks)
 
 # Decoders we accept; Pillow is never asked to try the others (smaller attack surface).
 # TIFF is left out on purpose: fuzzing found crafted TIFFs that crash Pillow's loader
@@ -60,6 +63,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _limits(limits: Limits) -> DecodeLimits:
+    return DecodeLimits.unlimited(limits) if isinstance(limits, int) else limits
+
+
+def open_checked(data: bytes, limits: Limits) -> tuple[Image.Image, float]:
+    """The header read and every per-format limit checked (app/decode_limits.py), no pixel
+    decoded: the image and its estimated decode cost."""
+    bounds = _limits(limits)
+    check_structure(data, bounds)
+    img = _open(data, bounds.max_pixels)
+    return img, check(img, data, bounds)
+
+
 def _open(data: bytes, max_pixels: int) -> Image.Image:
     """Read the header only (no pixel is decoded): format, size, pixel limit."""
     if not data:
@@ -85,9 +101,14 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
+def decode(data: bytes, cfg: PreprocessConfig, max_pixels: Limits) -> np.ndarray:
     """Decode, upright (EXIF), RGB, resize the shorter side, centre-crop. uint8 (crop, crop, 3)."""
-    img = _open(data, max_pixels)
+    img, _ = open_checked(data, max_pixels)
+    return decode_opened(img, cfg)
+
+
+def decode_opened(img: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """decode() of an image open_checked() has read."""
     width, height = img.size
     try:
         if (
@@ -97,7 +118,7 @@ def decode(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> np.ndarray:
         ):
             img.draft("RGB", (DRAFT_FACTOR * cfg.resize, DRAFT_FACTOR * cfg.resize))
         img.seek(0)  # animated images: the first frame
-        img = ImageOps.exif_transpose(img)
+        img = upright(img, exif_orientation(img))  # bounded EXIF parsing (decode_limits)
         img = _to_rgb(img)
         img = img.resize(resized_size(*img.size, cfg.resize), Image.Resampling.BILINEAR)
         img = img.crop(centre_crop_box(*img.size, cfg.crop))
@@ -143,18 +164,16 @@ def gpu_decodable(img: Image.Image) -> bool:
     )
 
 
-def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> EncodedImage:
+def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: Limits) -> EncodedImage:
     """For a model that decodes on the GPU: check the header on the CPU (the same 400/413
     errors as decode()), read the EXIF orientation, and keep the bytes; images nvJPEG is
     not given are decoded here, on the CPU, as decode() does."""
-    img = _open(data, max_pixels)
+    img, _ = open_checked(data, max_pixels)
     if not gpu_decodable(img):
-        return EncodedImage(pixels=decode(data, cfg, max_pixels))
+        return EncodedImage(pixels=decode_opened(img, cfg))
     try:
-        orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
+        orientation = exif_orientation(img)
     except Exception:
         # raise on it too, so let decode() give the same answer as the CPU path
-        return EncodedImage(pixels=decode(data, cfg, max_pixels))
-    if orientation not in range(1, 9):
-        orientation = 1  # as ImageOps.exif_transpose: unknown values are ignored
+        return EncodedImage(pixels=decode_opened(img, cfg))
     return EncodedImage(data=data, orientation=orientation, width=img.width, height=img.height)

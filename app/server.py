@@ -30,6 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.connections import guarded_protocol, raise_fd_limit
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +90,18 @@ def uvicorn_config(app: FastAPI | str, settings: Settings, **extra: Any) -> uvic
         port=settings.port,
         log_level=settings.log_level.lower(),
         loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
+        http=guarded_protocol(settings),  # httptools + timeouts, cap, lingering close
         access_log=False,  # one line per request costs more than a batch of ResNet-18
         timeout_graceful_shutdown=None,  # finish every accepted request, however long
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
+        # (uvicorn annotates int; it only passes the value to loop.call_later)
         **extra,
     )
 
 
 def serve(app: FastAPI, settings: Settings) -> None:
     """One process."""
+    raise_fd_limit()
     GracefulServer(uvicorn_config(app, settings), settings.shutdown_grace_s).run()
 
 
@@ -110,12 +113,14 @@ def _worker_main(settings_json: str, sock: socket.socket, index: int) -> None:
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker{index} %(name)s: %(message)s",
     )
+    raise_fd_limit()
     config = uvicorn_config("app.main:app_from_environment", settings, factory=True)
     GracefulServer(config, settings.shutdown_grace_s).run(sockets=[sock])
 
 
 def serve_workers(settings: Settings) -> int:
     """Several processes on one socket; returns the exit status."""
+    raise_fd_limit()  # the workers inherit it
     metrics_dir = tempfile.mkdtemp(prefix="resnet-serve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     settings_json = settings.model_dump_json()

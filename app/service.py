@@ -17,10 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.config import Settings
+from app.config import PreprocessConfig, Settings
+from app.decode_limits import DecodeGate, DecodeLimits
 from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
 from app.postprocess import top_k
-from app.preprocess import Batch, EncodedImage, decode, inspect
+from app.preprocess import (
+    Batch,
+    EncodedImage,
+    decode_opened,
+    gpu_decodable,
+    inspect,
+    open_checked,
+)
 from app.repository import ModelRepository, ServedModel
 
 Disconnected = Callable[[], Awaitable[None]]
@@ -44,6 +52,8 @@ class DataPlane:
         self.settings = settings
         self.repository = repository
         self.decode_pool = decode_pool
+        self.decode_limits = DecodeLimits.from_settings(settings)
+        self.decode_gate = DecodeGate(settings)
 
     def model(self, name: str) -> ServedModel:
         return self.repository.get(name)
@@ -70,22 +80,15 @@ class DataPlane:
         For a model that decodes on its GPU: check every header (and decode what nvJPEG is not
         given) instead, and return the list of EncodedImage the batcher carries."""
         self.check_image_count(len(images))
-        loop = asyncio.get_running_loop()
-        cfg, limit = model.config.input, self.settings.max_image_pixels
-        timer = model.telemetry.preprocess
-        prepare = inspect if cfg.decode == "gpu" else decode
-
-        def one(data: bytes) -> np.ndarray | EncodedImage:
-            t0 = time.perf_counter()
-            try:
-                return prepare(data, cfg, limit)
-            finally:
-                timer.observe(time.perf_counter() - t0)
-
-        results = await asyncio.gather(
-            *(loop.run_in_executor(self.decode_pool, one, data) for data in images),
-            return_exceptions=True,
-        )
+        cfg = model.config.input
+        self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
+        try:
+            results = await asyncio.gather(
+                *(self._decode_one(model, cfg, data) for data in images),
+                return_exceptions=True,
+            )
+        finally:
+            self.decode_gate.release(len(images))
         for i, result in enumerate(results):
             if isinstance(result, BaseException):
                 if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
@@ -97,6 +100,47 @@ class DataPlane:
         if len(results) == 1:
             return results[0][None]  # type: ignore[index]
         return np.stack(results)  # type: ignore[arg-type]
+
+    async def _decode_one(
+        self, model: ServedModel, cfg: PreprocessConfig, data: bytes
+    ) -> np.ndarray | EncodedImage:
+        """One image in the decode pool: header and limits first; a cheap image is decoded in
+        the same step, a costly one (app/decode_limits.py) waits for a costly slot, or is
+        refused at once (503) when too many wait."""
+        loop = asyncio.get_running_loop()
+        timer, limits = model.telemetry.preprocess, self.decode_limits
+
+        gpu = cfg.decode == "gpu"
+
+        def first(data: bytes) -> np.ndarray | EncodedImage | None:
+            t0 = time.perf_counter()
+            img, cost = open_checked(data, limits)  # a refusal here is not timed
+            if gpu and gpu_decodable(img):
+                result: np.ndarray | EncodedImage = inspect(data, cfg, limits)  # nvJPEG's
+            elif cost > limits.costly_cost:
+                return None  # timed once, when decode_costly runs
+            else:
+                pixels = decode_opened(img, cfg)
+                result = EncodedImage(pixels=pixels) if gpu else pixels
+            timer.observe(time.perf_counter() - t0)
+            return result
+
+        def costly(data: bytes) -> np.ndarray | EncodedImage:
+            t0 = time.perf_counter()
+            try:
+                pixels = decode_opened(open_checked(data, limits)[0], cfg)
+                return EncodedImage(pixels=pixels) if gpu else pixels
+            finally:
+                timer.observe(time.perf_counter() - t0)
+
+        result = await loop.run_in_executor(self.decode_pool, first, data)
+        if result is not None:
+            return result
+        await self.decode_gate.costly_slot()
+        try:
+            return await loop.run_in_executor(self.decode_pool, costly, data)
+        finally:
+            await self.decode_gate.costly_done()
 
     async def infer(
         self,

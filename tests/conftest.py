@@ -115,7 +115,11 @@ class ServerProcess:
     """A real `resnet-serve serve` process on 127.0.0.1."""
 
     def __init__(
-        self, models: Path, args: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        models: Path,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        **popen: object,  # more subprocess.Popen arguments (preexec_fn=...)
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -140,7 +144,7 @@ class ServerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, **popen
         )
 
     def wait_ready(self, timeout: float = 120.0) -> None:

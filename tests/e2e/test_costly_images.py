@@ -1,0 +1,110 @@
+"""Fair decoding on a real server: while 4 clients post a flat 36 Mpx PNG in a loop, a client
+posting 500x375 JPEGs keeps its p99 within 3x its unloaded p99, or the PNGs are refused.
+
+Both outcomes are exercised: with the default limits the PNG is over max_full_decode_pixels
+(413 from its header, nothing decoded); with that limit lifted the PNGs are decoded, but only
+in the costly slots (half the decode threads), and those that find the costly line full get
+503 + Retry-After at once. The p99s are measured in the same test, unloaded then loaded, on
+a machine shared with other work: the bound allows 3x plus 50 ms of scheduling noise."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests import costly_images
+from tests.conftest import encode, synthetic_photo
+from tests.fakes import PLUGIN, write_fake_model
+
+pytestmark = pytest.mark.e2e
+
+FLOODERS = 4
+
+
+@pytest.fixture(scope="module")
+def flat_png() -> bytes:
+    return costly_images.flat_png()  # 36 Mpx, ~0.12 MB
+
+
+def cheap_p99(client: httpx.Client, jpeg: bytes, seconds: float, at_least: int) -> float:
+    times: list[float] = []
+    deadline = time.monotonic() + seconds
+    cutoff = deadline + 2 * seconds  # bounded even when the cheap requests are starved
+    while (time.monotonic() < deadline or len(times) < at_least) and time.monotonic() < cutoff:
+        started = time.perf_counter()
+        r = client.post(
+            "/v1/models/fake/classify", content=jpeg, headers={"Content-Type": "image/jpeg"}
+        )
+        times.append(time.perf_counter() - started)
+        assert r.status_code == 200, r.text
+        if len(times) >= 4 * at_least:
+            break
+    return float(np.percentile(times, 99))
+
+
+def flood_and_measure(url: str, png: bytes) -> tuple[float, float, dict[int, int]]:
+    jpeg = encode(synthetic_photo(5, (500, 375)), quality=90)
+    codes: dict[int, int] = {}
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def flooder() -> None:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            while not stop.is_set():
+                r = c.post(
+                    "/v1/models/fake/classify", content=png, headers={"Content-Type": "image/png"}
+                )
+                if r.status_code == 503:
+                    assert r.headers["retry-after"]
+                with lock:
+                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        cheap_p99(client, jpeg, 1.0, 20)  # warm up
+        unloaded = cheap_p99(client, jpeg, 4.0, 100)
+        threads = [threading.Thread(target=flooder, daemon=True) for _ in range(FLOODERS)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        loaded = cheap_p99(client, jpeg, 8.0, 100)
+        stop.set()
+        for t in threads:
+            t.join(60)
+    return unloaded, loaded, codes
+
+
+def test_costly_pngs_are_refused_or_cannot_starve_cheap_jpegs(
+    tmp_path: Path, start_server, flat_png: bytes
+) -> None:  # type: ignore[no-untyped-def]
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    env = {
+        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
+        "RESNET_SERVE_DECODE_THREADS": "2",
+        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+    }
+    # defaults: the 36 Mpx PNG is over the full-decode pixel limit, refused from its header
+    server = start_server(repo, env=env)
+    unloaded, loaded, codes = flood_and_measure(server.url, flat_png)
+    print(f"refused: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}")
+    assert set(codes) == {413}, codes
+    assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded)
+    server.stop()
+
+    # limit lifted: the PNGs are decoded, in the costly slots only; the rest wait or get 503
+    lifted = {
+        "RESNET_SERVE_MAX_FULL_DECODE_PIXELS": "40000000",
+        "RESNET_SERVE_DECODE_COSTLY_QUEUE": "1",
+    }
+    server = start_server(repo, env={**env, **lifted})  # 1 costly slot, 1 waiting: 2 get 503
+    unloaded, loaded, codes = flood_and_measure(server.url, flat_png)
+    print(f"decoded: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}")
+    assert codes.get(200, 0) >= 1 and codes.get(503, 0) >= 1, codes
+    assert set(codes) <= {200, 503}, codes
+    assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded, codes)
+    assert "Traceback" not in server.log()
