@@ -276,7 +276,7 @@ class DynamicBatcher:
         def reuse(n: int) -> np.ndarray:
             buf = buffers.get(n)
             if buf is None:
-                buf = buffers[n] = np.empty((n, *backend._input_shape()), np.uint8)
+                buf = buffers[n] = np.empty((n, *backend.input_shape()), np.uint8)
             return buf
 
         while True:

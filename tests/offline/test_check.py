@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.backends.torch.common import bf16_support
 from app.backends.torch.models import build_arch
 from app.cli import main
 from app.config import read_model_config
@@ -42,7 +43,7 @@ def test_every_cpu_backend_and_precision_agrees(report) -> None:  # type: ignore
         ("onnxruntime", "int8"),
         ("onnxruntime", "fp16"),
     }
-    if check.bf16_support("cpu") is None:
+    if bf16_support("cpu") is None:
         expected |= {("eager", "bf16"), ("torchscript", "bf16")}
     assert expected <= ran
     for row in rows:

@@ -15,6 +15,8 @@ from PIL import Image
 
 import app.backends.torch.gpu_decode as gpu_decode
 from app.backends import create_backend
+from app.backends.base import Backend
+from app.backends.torch.common import TorchBackend
 from app.backends.torch.gpu_decode import decode_batch
 from app.backends.torch.models import TorchRunner, build_arch, wrap
 from app.batching import DynamicBatcher
@@ -317,13 +319,38 @@ async def test_http_classify_with_gpu_decode() -> None:
         assert r.json()["input"]["decode"] == "gpu"
 
 
-def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
-    from app.backends.base import Backend
+class CountingTorchBackend(TorchBackend):
+    """The torch backends' warm-up over the fake's logits: no module, no GPU."""
 
-    backend = FakeBackend(gpu_fake_config("warm"))
-    Backend.warmup(backend, [1, 2, 4])  # the base class's warm-up, which the fake skips
-    # pixels at each size, then a decoded JPEG at each size (the default infer_encoded)
-    assert backend._b().batches == [1, 2, 4, 1, 2, 4]
+    name = "counting-torch"
+
+    def build_module(self) -> None:
+        raise AssertionError("not loaded in this test")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.seen.append(len(batch))
+        return expected_logits(batch, self.config.num_classes)
+
+    def infer_encoded(
+        self, images: list[EncodedImage], pad_to: int
+    ) -> tuple[np.ndarray, dict[int, Exception]]:
+        self.encoded.append(len(images))
+        return Backend.infer_encoded(self, images, pad_to)  # decoded on the CPU
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.seen: list[int] = []
+        self.encoded: list[int] = []
+
+
+def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
+    backend = CountingTorchBackend(gpu_fake_config("warm"))
+    backend.warmup([1, 2, 4])
+    # pixels at each size, then a decoded JPEG at each size
+    assert backend.seen == [1, 2, 4, 1, 2, 4] and backend.encoded == [1, 2, 4]
+    cpu = CountingTorchBackend(fake_config("cpu-decoding"))
+    cpu.warmup([1, 2])
+    assert cpu.seen == [1, 2] and cpu.encoded == []  # no GPU decoding, no JPEG warm-up
 
 
 # ---------------------------------------------------------------------- the real thing
