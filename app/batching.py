@@ -28,7 +28,14 @@ import numpy as np
 
 from app.backends.base import Backend
 from app.config import BatchingConfig
-from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull, ServeError
+from app.errors import (
+    DeadlineExceeded,
+    InferenceError,
+    ModelNotReady,
+    QueueFull,
+    ServeError,
+    about_image,
+)
 from app.metrics import ModelTelemetry
 from app.preprocess import Batch, EncodedImage
 
@@ -204,7 +211,7 @@ class DynamicBatcher:
         multi = len(images) > 1
         items = [
             WorkItem(chunk, loop.create_future(), deadline, first=i, multi=multi)
-            for i, chunk in zip(starts, chunks)
+            for i, chunk in zip(starts, chunks, strict=True)
         ]
         self._queue.extend(items)
         self.telemetry.queue_depth.set(len(self._queue))
@@ -325,7 +332,8 @@ class DynamicBatcher:
             self._fail(
                 items,
                 InferenceError(
-                    f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
+                    f"model {self.model!r} failed on a batch of {n} images: "
+                    f"{type(exc).__name__}: {exc}"
                 ),
             )
             return
@@ -396,8 +404,7 @@ def _first_error(errors: dict[int, Exception], offset: int, item: WorkItem) -> E
         if exc is None:
             continue
         if item.multi and isinstance(exc, ServeError):
-            message = f"image {item.first + row - offset}: {exc.message}"
-            exc = type(exc)(message)
+            return about_image(exc, item.first + row - offset)
         return exc
     return None
 

@@ -6,7 +6,8 @@ Checks: zero failed requests while the concurrency stays below the queue limit, 
 server's resident memory at the end within 10% of its memory after warm-up. Prints a summary
 and writes JSON; exits non-zero if a check fails.
 
-    .venv/bin/python benchmarks/load_test.py --requests 50000 --concurrency 64 --out bench-results/load.json
+    .venv/bin/python benchmarks/load_test.py --requests 50000 --concurrency 64 \
+        --out bench-results/load.json
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ async def test_concurrent_requests_form_batches_and_get_their_own_rows() -> None
     rest = [batcher.submit(images(v), far()) for v in range(16)]
     results = await asyncio.gather(first, *rest)
     assert behaviour.batches == [1, 8, 8]
-    for value, rows in zip([200, *range(16)], results):
+    for value, rows in zip([200, *range(16)], results, strict=True):
         assert rows.shape == (1, 256)
         np.testing.assert_array_equal(rows, expected_logits(images(value), 256))
     await batcher.close()

@@ -83,8 +83,10 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
             banner = "!" * 78
             print(
                 f"\n{banner}\n!! WARNING: ImageNet weights for {arch} could not be downloaded:\n"
-                f"!!   {reason}\n!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
-                f"!! This is recorded in config.json (weights_fallback: true) and shown by the API.\n"
+                f"!!   {reason}\n"
+                "!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
+                "!! This is recorded in config.json (weights_fallback: true) and shown by the "
+                "API.\n"
                 f"{banner}\n",
                 file=sys.stderr,
                 flush=True,

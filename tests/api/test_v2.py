@@ -333,6 +333,8 @@ def pixels(shape: list[int], datatype: str = "UINT8", name: str = "images") -> d
 
 BAD_JSON = [
     (b"{not json", "not valid JSON"),
+    # the same nesting limit as /v1 classify's JSON (max_json_depth, 64 by default)
+    (b'{"inputs": ' + b"[" * 70 + b"]" * 70 + b"}", "nested deeper than 64 levels"),
     (b"[]", "JSON object"),
     (
         json.dumps(

@@ -302,7 +302,7 @@ async def test_http_classify_with_gpu_decode() -> None:
         r = await client.post("/v1/models/fakegpu/classify?top_k=1", files=files)
         assert r.status_code == 200, r.text
         tops = [row[0]["index"] for row in r.json()["predictions"]]
-        assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120))), tops
+        assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120), strict=True)), tops
 
         r = await client.post(
             "/v1/models/fakegpu/classify",
