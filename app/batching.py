@@ -93,20 +93,21 @@ def _run_batch(
     backend: Backend, parts: list[Batch], pad_to: int, reuse: Callable[[int], np.ndarray] | None
 ) -> BatchResult:
     """On the instance's thread: stack (into a reused buffer), pad, infer."""
-    if any(isinstance(p, list) for p in parts):
+    arrays = [p for p in parts if not isinstance(p, list)]
+    if len(arrays) < len(parts):  # some requests are encoded images: the backend decodes
         return _run_encoded(backend, parts, pad_to)
     t0 = time.perf_counter_ns()
-    n = sum(p.shape[0] for p in parts)
-    if len(parts) == 1 and pad_to == n:
-        batch = parts[0]
+    n = sum(p.shape[0] for p in arrays)
+    if len(arrays) == 1 and pad_to == n:
+        batch = arrays[0]
     else:
         batch = (
             reuse(pad_to)
             if reuse is not None
-            else np.empty((pad_to, *parts[0].shape[1:]), np.uint8)
+            else np.empty((pad_to, *arrays[0].shape[1:]), np.uint8)
         )
         offset = 0
-        for p in parts:
+        for p in arrays:
             batch[offset : offset + p.shape[0]] = p
             offset += p.shape[0]
         if pad_to > n:

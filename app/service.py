@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -95,11 +96,13 @@ class DataPlane:
                 if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
                     raise about_image(result, i) from None
                 raise result
+        # no exception is left in results (raised above); inspect gives EncodedImage, decode arrays
         if cfg.decode == "gpu":
-            return results  # type: ignore[return-value]
-        if len(results) == 1:
-            return results[0][None]  # type: ignore[index]
-        return np.stack(results)  # type: ignore[arg-type]
+            return cast(list[EncodedImage], results)
+        arrays = cast(list[np.ndarray], results)
+        if len(arrays) == 1:
+            return arrays[0][None]
+        return np.stack(arrays)
 
     async def infer(
         self,
@@ -127,7 +130,7 @@ class DataPlane:
             model.telemetry.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request reached the queue")
         result = asyncio.ensure_future(batcher.submit(batch, deadline))
-        waiters: set[asyncio.Future[object]] = {result}  # type: ignore[arg-type]
+        waiters: set[asyncio.Future[Any]] = {result}
         gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         if gone is not None:
             waiters.add(gone)

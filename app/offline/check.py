@@ -204,7 +204,7 @@ def format_table(rows: list[Row]) -> str:
     widths.append(len(header[-1]))  # the result column runs long: not padded
     out = []
     for n, line in enumerate(lines):
-        cells = [c.ljust(w) for c, w in zip(line[:-1], widths, strict=True)] + [line[-1]]
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)] + [line[-1]]
         out.append("| " + " | ".join(cells) + " |")
         if n == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")

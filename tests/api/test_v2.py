@@ -22,7 +22,7 @@ from tests.fakes import Behaviour, FakeBackend, expected_logits, fake_config
 CROP = 224
 
 
-def make_app(tmp_path: Path, *configs, **settings):  # type: ignore[no-untyped-def]
+def make_app(tmp_path: Path, *configs, **settings):
     return create_app(
         Settings(models_dir=tmp_path, **settings),
         configs=list(configs) or [fake_config()],
@@ -34,7 +34,7 @@ def grey(*values: int) -> np.ndarray:
     return np.stack([np.full((CROP, CROP, 3), v, np.uint8) for v in values])
 
 
-def pixels_json(batch: np.ndarray, nested: bool = False, **extra) -> dict:  # type: ignore[no-untyped-def]
+def pixels_json(batch: np.ndarray, nested: bool = False, **extra) -> dict:
     data = batch.tolist() if nested else batch.ravel().tolist()
     return {
         "inputs": [

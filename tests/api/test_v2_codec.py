@@ -15,7 +15,7 @@ from app.api.inputs import parse_json
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
-def request(inputs, outputs=None, binary=b"", **params):  # type: ignore[no-untyped-def]
+def request(inputs, outputs=None, binary=b"", **params):
     header = {"inputs": inputs}
     if outputs is not None:
         header["outputs"] = outputs

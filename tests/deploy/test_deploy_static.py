@@ -261,11 +261,11 @@ def _merge(base, patch):
         and isinstance(patch, list)
         and all("name" in x for x in base + patch)
     ):
-        out = [copy.deepcopy(x) for x in base]
+        items = [copy.deepcopy(x) for x in base]
         for item in patch:
-            idx = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
-            out.append(item) if idx is None else out.__setitem__(idx, _merge(out[idx], item))
-        return out
+            idx = next((i for i, x in enumerate(items) if x["name"] == item["name"]), None)
+            items.append(item) if idx is None else items.__setitem__(idx, _merge(items[idx], item))
+        return items
     return patch
 
 

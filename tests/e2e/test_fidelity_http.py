@@ -53,7 +53,7 @@ def classify_over_http(url: str, files: list[Path]) -> np.ndarray:
 
 def test_http_accuracy_equals_in_process_eager_accuracy(
     digits_dir: Path, digits_images: dict[str, Path], tmp_path: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     repo = tmp_path / "models"
     shutil.copytree(digits_dir, repo / "digits")
     variants = served_variants(bf16=bf16_support("cpu") is None)

@@ -13,6 +13,7 @@ import numpy as np
 from app.backends.base import Backend
 
 if TYPE_CHECKING:
+    from app.backends.torch.models import TorchRunner
     from app.preprocess import EncodedImage
 
 
@@ -54,6 +55,7 @@ def warm_up_decoding(backend: Backend, batch_sizes: list[int]) -> None:
 class TorchBackend(Backend):
     gpu_decode = True
     supported_precisions = ("fp32", "bf16", "fp16")
+    _runner: TorchRunner | None = None  # set by load(), cleared by close()
 
     @classmethod
     def unavailable(cls, precision: str, device: str) -> str | None:
@@ -86,15 +88,21 @@ class TorchBackend(Backend):
         if self.config.input.decode == "gpu":
             warm_up_decoding(self, batch_sizes)
 
+    @property
+    def runner(self) -> TorchRunner:
+        if self._runner is None:
+            raise RuntimeError(f"{self.name} backend of {self.config.name!r} is not loaded")
+        return self._runner
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self._runner(batch)
+        return self.runner(batch)
 
     def infer_encoded(
         self, images: list[EncodedImage], pad_to: int
     ) -> tuple[np.ndarray, dict[int, Exception]]:
-        return self._runner.run_encoded(images, pad_to)
+        return self.runner.run_encoded(images, pad_to)
 
     def close(self) -> None:
-        runner, self._runner = getattr(self, "_runner", None), None
+        runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()

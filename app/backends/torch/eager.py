@@ -28,7 +28,7 @@ class EagerBackend(TorchBackend):
                 cfg.path_of(self.file_key(cfg.precision)), map_location="cpu", weights_only=True
             )
         )
-        module = wrap(
+        module: Any = wrap(
             model, cfg.input.mean, cfg.input.std, cfg.device, cfg.precision, cfg.torch.channels_last
         )
         if cfg.torch.compile:
