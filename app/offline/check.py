@@ -198,12 +198,13 @@ def format_table(rows: list[Row]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
-    register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve does
     try:
+        register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve
         cfg, data, rows, ref_acc = check_model(
             Path(args.model), Path(args.images), args.device, args.batch_size, args.limit
         )
-    except (FileNotFoundError, ValueError, ServeError) as exc:  # ServeError: a bad image file
+    # ServeError: a bad image file; ImportError: a backend plugin that does not import
+    except (FileNotFoundError, ValueError, ImportError, ServeError) as exc:
         print(f"check failed: {exc}", file=sys.stderr)
         return 2
     labelled = "labelled by folder" if data.truth is not None else "no labels"
