@@ -305,7 +305,10 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _over_cap_timeout(self) -> None:
         self._timer = None
-        if self.cycle is not None:
+        cycle: object | None = (
+            self.cycle
+        )  # uvicorn types it as always set; it is None between requests
+        if cycle is not None:
             return  # its request is being answered 503 already
         self.guard.refused()
         self._reply_and_close(

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -97,7 +98,7 @@ def _fake_backend() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def app_client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def app_client(app) -> AsyncIterator[httpx.AsyncClient]:
     """In-process client with the app's lifespan running (models loaded and closed)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -119,7 +120,7 @@ class ServerProcess:
         models: Path,
         args: list[str] | None = None,
         env: dict[str, str] | None = None,
-        **popen: object,  # more subprocess.Popen arguments (preexec_fn=...)
+        **popen: Any,  # more subprocess.Popen arguments (preexec_fn=...)
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -178,7 +179,7 @@ class ServerProcess:
 
 
 @pytest.fixture()
-def start_server() -> Iterator:  # type: ignore[type-arg]
+def start_server() -> Iterator:
     """Factory: start_server(models_dir, args=[...], env={...}) -> ready ServerProcess."""
     started: list[ServerProcess] = []
 

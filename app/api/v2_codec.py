@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.postprocess import top_k_indices
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -108,13 +109,6 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
         raise InvalidInput(f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes")
     view = memoryview(body)
     return bytes(view[:n]), view[n:]
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"request header is not valid JSON: {exc}") from None
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -399,12 +393,11 @@ def encode_response(
 def classification(values: np.ndarray, k: int, labels: list[str]) -> list[bytes]:
     """Triton's classification extension: top-k per row as "score:index[:label]", best first,
     ties to the lower index. (N, C) -> N*k elements, row-major."""
-    k = min(k, values.shape[-1])
-    order = np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    order = top_k_indices(values, k)
     scores = np.take_along_axis(values, order, axis=-1)
     out = []
-    for row_i, row_s in zip(order.tolist(), scores.tolist()):
-        for i, s in zip(row_i, row_s):
+    for row_i, row_s in zip(order.tolist(), scores.tolist(), strict=True):
+        for i, s in zip(row_i, row_s, strict=True):
             label = f":{labels[i]}" if i < len(labels) else ""
             out.append(f"{s!r}:{i}{label}".encode())
     return out

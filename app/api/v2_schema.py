@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.backends import Backend, backend_class
 from app.batching import bucket_sizes
 from app.config import ModelConfig
 from app.metrics import ModelStats
@@ -31,17 +32,26 @@ FILES_DESCRIPTION = (
 )
 
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
-# Triton's platform names for what each backend runs.
-PLATFORMS = {
-    "onnxruntime": "onnxruntime_onnx",
-    "torchscript": "pytorch_libtorch",
-    "torch_eager": "pytorch",
-    "eager": "pytorch",
-}
+
+
+def backend_of(cfg: ModelConfig) -> type[Backend] | None:
+    """The class of the model's backend, which knows its platform name and its files; None
+    when it cannot be had (an unknown name, a plugin that does not import): such a model
+    failed to load and says why, and its metadata still answers."""
+    try:
+        return backend_class(cfg.backend)
+    except Exception:
+        return None
 
 
 def platform(cfg: ModelConfig) -> str:
-    return PLATFORMS.get(cfg.backend, cfg.backend)
+    cls = backend_of(cfg)
+    return cls.platform if cls is not None else cfg.backend
+
+
+def model_file(cfg: ModelConfig) -> str:
+    cls = backend_of(cfg)
+    return cls.model_file(cfg) if cls is not None else ""
 
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
@@ -125,7 +135,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
                 "host_policy": "",
             }
         ],
-        "default_model_filename": cfg.files.get(_format_of(cfg.backend), ""),
+        "default_model_filename": model_file(cfg),
         "cc_model_filenames": {},
         "metric_tags": {},
         "parameters": {
@@ -137,10 +147,6 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         },
         "model_warmup": [],
     }
-
-
-def _format_of(backend: str) -> str:
-    return {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(backend, "eager")
 
 
 def _duration(count: int, ns: int) -> dict[str, int]:

@@ -32,7 +32,7 @@ class GrpcConnection:
 
     def __init__(self, target: str, closing: set[asyncio.Task[None]]) -> None:
         self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self.call = self.channel.unary_unary(METHOD)  # bytes in, bytes out
+        self.call: Any = self.channel.unary_unary(METHOD)  # bytes in, bytes out
         self._closing = closing
 
     def close(self) -> None:

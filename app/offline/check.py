@@ -1,7 +1,7 @@
 """`resnet-serve check models/NAME --images DIR`: does every backend and precision of a model
 give the answers the trained model gives?
 
-Each backend runs in-process through app.backends.create_backend, on the images of DIR decoded
+Each backend runs in-process through app.backends.loaded_backend, on the images of DIR decoded
 by the server's own preprocessing, and is compared with eager fp32 on the CPU (the trained
 model itself). Per backend and precision it reports:
 
@@ -22,25 +22,19 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from app.backends import create_backend
-from app.config import ModelConfig, read_model_config
+from app.backends import REGISTRY, Candidate, backend_class, loaded_backend, register_plugins
+from app.config import ModelConfig, Settings, read_model_config
 from app.errors import ServeError
+from app.offline.agreement import accuracy, compare
 from app.offline.imagefolder import ImageSet, load_images
 
 FP32_MAX_REL_ERROR = 1e-4
 MIN_TOP1 = {"fp16": 0.995, "bf16": 0.995, "int8": 0.99}
 REFERENCE = ("eager", "fp32")
-
-
-@dataclass
-class Candidate:
-    backend: str
-    precision: str
-    providers: list[str] | None = None  # onnxruntime providers to ask for
-    skip: str | None = None  # why it cannot run here
 
 
 @dataclass
@@ -80,81 +74,22 @@ class Row:
         return "pass" if self.passed else "FAIL"
 
 
-def bf16_support(device: str) -> str | None:
-    """None when bf16 runs natively on `device`, else why not."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if device.startswith("cuda"):
-        return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return None
-    return f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions"
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
-def candidates(cfg: ModelConfig, device: str) -> list[Candidate]:
-    """Every backend and precision the model's files allow, each with why it cannot run here."""
-    import onnxruntime as ort
-
-    cuda = device.startswith("cuda")
-    no_gpu = None if cuda else "fp16 needs a CUDA device (pass --device cuda:0 on a GPU machine)"
-    bf16 = bf16_support(device)
-    files = cfg.files
-    out: list[Candidate] = []
-    if "eager" in files:
-        out += [
-            Candidate("eager", "fp32"),
-            Candidate("eager", "bf16", skip=bf16),
-            Candidate("eager", "fp16", skip=no_gpu),
-        ]
-    if "torchscript" in files:
-        out.append(Candidate("torchscript", "fp32"))
-    if "torchscript-bf16" in files:
-        out.append(Candidate("torchscript", "bf16", skip=bf16))
-    if "torchscript-fp16" in files:
-        out.append(Candidate("torchscript", "fp16", skip=no_gpu))
-    available = set(ort.get_available_providers())
-    providers = [["cuda"]] if cuda else [["cpu"]]
-    if cuda and "TensorrtExecutionProvider" in available:
-        providers.append(["tensorrt"])
-    for precision, key in (("fp32", "onnx"), ("int8", "onnx-int8"), ("fp16", "onnx-fp16")):
-        if key in files:
-            out += [Candidate("onnxruntime", precision, providers=p) for p in providers]
-    return out
+def candidates(cfg: ModelConfig, device: str) -> list[tuple[str, Candidate]]:
+    """Every backend and precision the model's files allow, each with why it cannot run here:
+    each registered backend says which of its configurations fit the model."""
+    return [
+        (name, cand)
+        for name in REGISTRY
+        for cand in backend_class(name).check_candidates(cfg, device)
+    ]
 
 
 def run_backend(cfg: ModelConfig, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, str]:
     """Logits of every image through one backend (loaded, run in batches, closed)."""
-    backend = create_backend(cfg)
-    try:
-        backend.load()
+    with loaded_backend(cfg) as backend:
         provider = (backend.info().providers or ["?"])[0]
         out = [backend.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    finally:
-        backend.close()
     return np.concatenate(out).astype(np.float32), provider
-
-
-def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float, float]:
-    """(top-1 agreement, top-5 set agreement, max relative logit error)."""
-    k = min(5, reference.shape[1])
-    top1 = float((reference.argmax(1) == logits.argmax(1)).mean())
-    ref5 = np.sort(np.argsort(-reference, axis=1, kind="stable")[:, :k], axis=1)
-    got5 = np.sort(np.argsort(-logits, axis=1, kind="stable")[:, :k], axis=1)
-    top5 = float((ref5 == got5).all(axis=1).mean())
-    scale = float(np.abs(reference).max()) or 1.0
-    rel = float(np.abs(reference.astype(np.float64) - logits).max() / scale)
-    return top1, top5, rel
 
 
 def check_model(
@@ -175,9 +110,9 @@ def check_model(
     data = load_images(images_dir, base.input, base.labels or None, limit=limit)
 
     def variant(
-        backend: str, precision: str, dev: str, providers: list[str] | None = None
+        backend: str, precision: str, dev: str, extra: dict[str, Any] | None = None
     ) -> ModelConfig:
-        overrides: dict[str, object] = {
+        overrides: dict[str, Any] = {
             "backend": backend,
             "precision": precision,
             "device": dev,
@@ -187,24 +122,21 @@ def check_model(
                 "instances": 1,
             },
         }
-        if providers is not None:
-            overrides["onnxruntime"] = {**base.onnxruntime.model_dump(), "providers": providers}
+        overrides.update(extra or {})
         return base.variant(f"{base.name}-check", **overrides)
 
     reference, _ = run_backend(variant(*REFERENCE, "cpu"), data.images, batch_size)
     ref_acc = _accuracy(reference, data.truth)
     rows: list[Row] = []
-    for cand in candidates(base, device):
-        row = Row(cand.backend, cand.precision)
-        if cand.providers and cand.providers != ["cpu"]:
-            row.provider = f"asked {cand.providers[0]}"
+    for backend, cand in candidates(base, device):
+        row = Row(backend, cand.precision, provider=cand.asked)
         rows.append(row)
         if cand.skip:
             row.skipped = cand.skip
             continue
         try:
             logits, row.provider = run_backend(
-                variant(cand.backend, cand.precision, device, cand.providers),
+                variant(backend, cand.precision, device, cand.overrides),
                 data.images,
                 batch_size,
             )
@@ -219,7 +151,7 @@ def check_model(
 
 
 def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
-    return None if truth is None else float((logits.argmax(1) == truth).mean())
+    return None if truth is None else accuracy(logits, truth)
 
 
 def _pct(value: float | None) -> str:
@@ -257,7 +189,7 @@ def format_table(rows: list[Row]) -> str:
     widths.append(len(header[-1]))  # the result column runs long: not padded
     out = []
     for n, line in enumerate(lines):
-        cells = [c.ljust(w) for c, w in zip(line[:-1], widths)] + [line[-1]]
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)] + [line[-1]]
         out.append("| " + " | ".join(cells) + " |")
         if n == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -267,10 +199,12 @@ def format_table(rows: list[Row]) -> str:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
     try:
+        register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve
         cfg, data, rows, ref_acc = check_model(
             Path(args.model), Path(args.images), args.device, args.batch_size, args.limit
         )
-    except (FileNotFoundError, ValueError, ServeError) as exc:  # ServeError: a bad image file
+    # ServeError: a bad image file; ImportError: a backend plugin that does not import
+    except (FileNotFoundError, ValueError, ImportError, ServeError) as exc:
         print(f"check failed: {exc}", file=sys.stderr)
         return 2
     labelled = "labelled by folder" if data.truth is not None else "no labels"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torchvision
 
 from app.backends.torch.models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
+from app.offline.agreement import relative_error
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class Weights:
     source: str
     labels: list[str]
     fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def imagenet_labels(arch: str) -> list[str]:
@@ -83,8 +83,10 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
             banner = "!" * 78
             print(
                 f"\n{banner}\n!! WARNING: ImageNet weights for {arch} could not be downloaded:\n"
-                f"!!   {reason}\n!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
-                f"!! This is recorded in config.json (weights_fallback: true) and shown by the API.\n"
+                f"!!   {reason}\n"
+                "!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
+                "!! This is recorded in config.json (weights_fallback: true) and shown by the "
+                "API.\n"
                 f"{banner}\n",
                 file=sys.stderr,
                 flush=True,
@@ -120,12 +122,6 @@ def build_model(arch: str, weights: Weights) -> torch.nn.Module:
         except RuntimeError as exc:
             raise ExportError(f"the weights do not fit {arch}: {exc}") from None
     return model.eval()
-
-
-def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
-    """max |a - b| / max |a|: the error relative to the logits' own scale."""
-    scale = float(np.abs(reference).max()) or 1.0
-    return float(np.abs(reference.astype(np.float64) - other).max() / scale)
 
 
 def export_torchscript(module: UInt8Classifier, example: torch.Tensor, path: Path) -> None:
@@ -186,7 +182,8 @@ def export_model(
     preprocess = preprocess or PreprocessConfig()
     resolved = resolve_weights(arch, weights, allow_random_fallback, seed)
     model = build_model(arch, resolved)
-    num_classes = model.fc.out_features
+    head: Any = model.fc  # torch types a Module's attributes as Tensor | Module
+    num_classes = int(head.out_features)
     labels = labels or resolved.labels
     if len(labels) != num_classes:
         labels = [f"class_{i}" for i in range(num_classes)]
@@ -232,12 +229,12 @@ def export_model(
             sample = load_images(calibration_images, preprocess, limit=64).images
         with torch.inference_mode():
             sample_reference = module(torch.from_numpy(sample)).numpy()
-        for key, got in _export_precisions(
+        for key, reduced in _export_precisions(
             precisions, files, module, example, out, preprocess, calibration_images, sample
         ):
             files[key] = PRECISION_FILES[key]
-            if got is not None:
-                errors[key] = relative_error(sample_reference, got)
+            if reduced is not None:
+                errors[key] = relative_error(sample_reference, reduced)
                 where = "calibration images" if sample is not check else "random images"
                 print(
                     f"{key:16s} {out / files[key]}  max relative error vs eager fp32 on "

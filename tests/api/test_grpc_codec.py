@@ -64,7 +64,7 @@ def test_bytes_parameters_and_outputs() -> None:
         (lambda m: m.inputs.add(name="images", datatype="UINT8", shape=[-1]), "non-negative"),
     ],
 )
-def test_bad_requests_are_invalid_argument(build, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_are_invalid_argument(build, message: str) -> None:
     msg = request()
     build(msg)
     with pytest.raises(InvalidInput, match=message):

@@ -15,7 +15,7 @@ from tests.fakes import PLUGIN, write_fake_model
 pytestmark = pytest.mark.e2e
 
 
-def grpc_requests(server, code: str) -> float:  # type: ignore[no-untyped-def]
+def grpc_requests(server, code: str) -> float:
     for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
         if line.startswith("resnet_serve_requests_total{") and (
             f'code="{code}"' in line and 'endpoint="v2_grpc_infer"' in line
@@ -24,7 +24,7 @@ def grpc_requests(server, code: str) -> float:  # type: ignore[no-untyped-def]
     return 0.0
 
 
-def test_bench_grpc_mode(start_server, image_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bench_grpc_mode(start_server, image_dir: Path, tmp_path: Path) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     server = start_server(

@@ -80,7 +80,7 @@ def flood_and_measure(url: str, png: bytes) -> tuple[float, float, dict[int, int
 
 def test_costly_pngs_are_refused_or_cannot_starve_cheap_jpegs(
     tmp_path: Path, start_server, flat_png: bytes
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     env = {

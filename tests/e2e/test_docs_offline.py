@@ -23,7 +23,7 @@ CLASSIFY = "/v1/models/{name}/classify"
 
 
 @pytest.fixture()
-def server(tmp_path: Path, start_server):  # type: ignore[no-untyped-def]
+def server(tmp_path: Path, start_server):
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     return start_server(repo, env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN})
@@ -61,7 +61,7 @@ def external_references(html: str) -> list[str]:
     return re.findall(r"""(?:src|href)\s*=\s*["']?((?:https?:)?//[^"' >]+)""", html)
 
 
-def test_pages_reference_only_the_server(server) -> None:  # type: ignore[no-untyped-def]
+def test_pages_reference_only_the_server(server) -> None:
     for page in ("/docs", "/redoc"):
         r = httpx.get(server.url + page, timeout=10)
         assert r.status_code == 200
@@ -74,7 +74,7 @@ def test_pages_reference_only_the_server(server) -> None:  # type: ignore[no-unt
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
-def test_swagger_ui_and_redoc_render_offline(server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_swagger_ui_and_redoc_render_offline(server, tmp_path: Path) -> None:
     swagger = rendered(server.url + "/docs", tmp_path / "profile-docs")
     blocks = re.findall(r'<div class="opblock opblock-(\w+)[^"]*" id="([^"]+)"', swagger)
     assert ("post", "operations-classify-classify_v1_models__name__classify_post") in blocks

@@ -82,7 +82,7 @@ def check_413(status: int, text: str | bytes) -> None:
     assert "limit" in json.loads(text)["error"]
 
 
-def test_every_client_reads_the_413_of_an_oversized_body(fake_repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_every_client_reads_the_413_of_an_oversized_body(fake_repo: Path, start_server) -> None:
     server: ServerProcess = start_server(fake_repo, env=env())
     for name, (path, headers, body) in bodies().items():
         url = server.url + path
@@ -117,7 +117,7 @@ def test_every_client_reads_the_413_of_an_oversized_body(fake_repo: Path, start_
 
 def test_slow_headers_get_408_and_the_connection_cap_answers_503(
     fake_repo: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     server: ServerProcess = start_server(
         fake_repo,
         env=env(
@@ -237,7 +237,7 @@ def test_slowloris_and_idle_connections_do_not_stop_a_good_client(
 
 def test_with_two_workers_a_killed_worker_loses_only_its_requests(
     fake_repo: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """kill -9 of one of two workers under load from 8 clients: only requests in flight on it
     fail, a replacement serves, and the connection metrics are summed over the workers."""
     import os

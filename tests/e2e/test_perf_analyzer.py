@@ -31,7 +31,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_perf_analyzer_drives_the_server(models_repo: Path, start_server, protocol: str) -> None:  # type: ignore[no-untyped-def]
+def test_perf_analyzer_drives_the_server(models_repo: Path, start_server, protocol: str) -> None:
     server = start_server(models_repo)
     port = server.port if protocol == "http" else server.grpc_port
     run = subprocess.run(

@@ -7,12 +7,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.scrape import sample
+
 pytestmark = pytest.mark.e2e
 
 
 def test_every_backend_gives_the_same_top5_for_real_jpegs(
     models_repo: Path, jpegs: list[bytes], start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     server = start_server(models_repo, ["--backends", "torchscript,eager"])
     names = ["resnet18", "resnet18-torchscript", "resnet18-eager"]
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -46,7 +48,7 @@ def test_every_backend_gives_the_same_top5_for_real_jpegs(
 
 def test_server_stays_up_and_not_ready_when_a_model_cannot_load(
     models_repo: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     (models_repo / "resnet18" / "model.onnx").write_bytes(b"this is not onnx")
     server = start_server(models_repo, wait=False)
     import time
@@ -67,9 +69,8 @@ def test_server_stays_up_and_not_ready_when_a_model_cannot_load(
 
 def test_several_worker_processes_share_the_port_and_the_metrics(
     tmp_path: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import os
-    import re
 
     from tests.api.test_classify import grey_png
     from tests.fakes import PLUGIN, write_fake_model
@@ -91,12 +92,10 @@ def test_several_worker_processes_share_the_port_and_the_metrics(
         for _ in range(20):
             pids.add(client.get("/v1/models/fake").json()["worker_pid"])
         text = client.get("/metrics").text
-    count = re.search(
-        r'^resnet_serve_requests_total\{code="200",endpoint="classify",model="fake"\} (\S+)$',
-        text,
-        re.M,
+    count = sample(
+        text, "resnet_serve_requests_total", code="200", endpoint="classify", model="fake"
     )
-    assert count and float(count.group(1)) == 40  # summed over both workers
+    assert count == 40  # summed over both workers
     assert 'resnet_serve_model_ready{model="fake"} 1.0' in text
     assert len(pids) == 2 and os.getpid() not in pids
     assert server.stop() == 0

@@ -46,18 +46,18 @@ def code(info: pytest.ExceptionInfo[InferenceServerException]) -> str:
 
 # ---------------------------------------------------------------------------- resnet18
 @pytest.fixture()
-def server(models_repo: Path, start_server):  # type: ignore[no-untyped-def]
+def server(models_repo: Path, start_server):
     return start_server(models_repo)
 
 
 @pytest.fixture()
-def client(server):  # type: ignore[no-untyped-def]
+def client(server):
     c = grpcclient.InferenceServerClient(url=server.grpc_url)
     yield c
     c.close()
 
 
-def test_metadata_config_and_health(client) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_config_and_health(client) -> None:
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
     assert not client.is_model_ready(MODEL, "2") and not client.is_model_ready("nope")
@@ -85,7 +85,7 @@ def test_metadata_config_and_health(client) -> None:  # type: ignore[no-untyped-
     assert code(info) == "StatusCode.UNIMPLEMENTED"
 
 
-def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:
     batch = np.random.default_rng(1).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
     res = client.infer(
         MODEL,
@@ -146,7 +146,7 @@ def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:  # ty
     assert got_top == [p["index"] for p in v1]
 
 
-def test_errors_and_statistics(client, server) -> None:  # type: ignore[no-untyped-def]
+def test_errors_and_statistics(client, server) -> None:
     nchw = np.zeros((1, 3, 224, 224), np.uint8)
     with pytest.raises(InferenceServerException, match="NCHW") as info:
         client.infer(MODEL, [pixels_input(nchw)])
@@ -181,7 +181,7 @@ def test_errors_and_statistics(client, server) -> None:  # type: ignore[no-untyp
 
 
 # ---------------------------------------------------------------------------- fake models
-def start_fake(tmp_path: Path, start_server, **env: str):  # type: ignore[no-untyped-def]
+def start_fake(tmp_path: Path, start_server, **env: str):
     """A fast and a slow fake model, a token, and a gRPC message limit of 200 kB (one 224x224
     image fits, two do not)."""
     repo = tmp_path / "models"
@@ -202,12 +202,12 @@ def start_fake(tmp_path: Path, start_server, **env: str):  # type: ignore[no-unt
 
 
 @pytest.fixture()
-def fake_server(tmp_path: Path, start_server):  # type: ignore[no-untyped-def]
+def fake_server(tmp_path: Path, start_server):
     return start_fake(tmp_path, start_server)
 
 
 @pytest.fixture()
-def fake_client(fake_server):  # type: ignore[no-untyped-def]
+def fake_client(fake_server):
     c = grpcclient.InferenceServerClient(url=fake_server.grpc_url)
     yield c
     c.close()
@@ -217,7 +217,7 @@ def grey(n: int, level: int) -> np.ndarray:
     return np.full((n, 224, 224, 3), level, np.uint8)
 
 
-def test_token_and_message_limit(fake_client) -> None:  # type: ignore[no-untyped-def]
+def test_token_and_message_limit(fake_client) -> None:
     assert fake_client.is_server_live() and fake_client.is_server_ready()  # open, like health
     for headers, why in ((None, "missing"), ({"authorization": "Bearer nope"}, "wrong")):
         with pytest.raises(InferenceServerException, match=why) as info:
@@ -233,7 +233,7 @@ def test_token_and_message_limit(fake_client) -> None:  # type: ignore[no-untype
     assert code(info) == "StatusCode.RESOURCE_EXHAUSTED"
 
 
-def test_deadline_queue_limit_and_cancellation(fake_client, fake_server) -> None:  # type: ignore[no-untyped-def]
+def test_deadline_queue_limit_and_cancellation(fake_client, fake_server) -> None:
     url = fake_server.url
     results: queue.Queue[tuple[object, object]] = queue.Queue()
 
@@ -278,7 +278,7 @@ def test_deadline_queue_limit_and_cancellation(fake_client, fake_server) -> None
     assert int(s["inference_count"]) == images_before + 1
 
 
-def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:
     """No grace period: the gRPC server stops at once, yet finishes the call it accepted."""
     fake_server = start_fake(tmp_path, start_server, RESNET_SERVE_SHUTDOWN_GRACE_S="0")
     fake_client = grpcclient.InferenceServerClient(url=fake_server.grpc_url)
@@ -298,7 +298,7 @@ def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:  
     assert "KServe V2 gRPC on 127.0.0.1" in fake_server.log()
 
 
-def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     server = start_server(
@@ -320,7 +320,7 @@ def test_every_worker_serves_grpc(tmp_path: Path, start_server) -> None:  # type
     assert server.stop() == 0
 
 
-def test_a_taken_grpc_port_is_a_clear_start_up_error(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_taken_grpc_port_is_a_clear_start_up_error(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     with socket.socket() as taken:
