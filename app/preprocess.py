@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.config import PreprocessConfig
 from app.errors import InvalidInput, PayloadTooLarge
+from app.jpeg_structure import jpeg_structure_error
 
 # Decoders we accept; Pillow is never asked to try the others (smaller attack surface).
 # TIFF is left out on purpose: fuzzing found crafted TIFFs that crash Pillow's loader
@@ -150,6 +151,9 @@ def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: int) -> EncodedImage
     img = _open(data, max_pixels)
     if not gpu_decodable(img):
         return EncodedImage(pixels=decode(data, cfg, max_pixels))
+    broken = jpeg_structure_error(data)  # nvJPEG would decode a cut file without an error
+    if broken is not None:
+        raise InvalidInput(f"image data is truncated or corrupt: {broken}")
     try:
         orientation = int(img.getexif().get(EXIF_ORIENTATION, 1))
     except Exception:
