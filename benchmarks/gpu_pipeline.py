@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from app.backends.torch.gpu_decode import decode_batch
-    from app.backends.torch.models import TorchRunner, build_arch, wrap
+    from app.backends.torch.models import TorchRunner, build_arch, compile_module, wrap
     from app.config import PreprocessConfig
     from app.preprocess import decode, inspect
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     module = wrap(model, cfg.mean, cfg.std, str(device), precision, channels_last=True)
     modules = {"eager": module}
     if args.compile:
-        modules["compiled"] = torch.compile(module, dynamic=False)
+        modules["compiled"] = compile_module(module, "default", len(args.batch_sizes))
 
     results: list[dict[str, object]] = []
     stream = torch.cuda.Stream(device) if cuda else None

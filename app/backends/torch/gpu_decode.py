@@ -24,6 +24,7 @@ uses libjpeg-turbo instead of nvJPEG).
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from collections.abc import Callable
@@ -72,28 +73,37 @@ def orient(img: torch.Tensor, orientation: int) -> torch.Tensor:
     return img
 
 
+@functools.lru_cache(maxsize=512)
 def aa_weights(in_size: int, out_size: int, first: int, count: int) -> tuple[np.ndarray, int]:
     """Rows first..first+count of the (out_size, in_size) matrix of torchvision's bilinear
     resize with antialias (PyTorch's _upsample_bilinear2d_aa, a port of Pillow's resampling),
-    restricted to the source span they read -> (weights (count, span) float32, span start)."""
+    restricted to the source span they read -> (weights (count, span) float32, span start).
+    Cached: photos come in few sizes. The array is read-only."""
     scale = in_size / out_size
     support = scale if scale >= 1.0 else 1.0
     inv = 1.0 / scale if scale >= 1.0 else 1.0
-    spans: list[tuple[int, np.ndarray]] = []
-    for i in range(first, first + count):
-        centre = scale * (i + 0.5)
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), in_size)
-        x = (np.arange(lo, hi, dtype=np.float64) - centre + 0.5) * inv
-        w = np.clip(1.0 - np.abs(x), 0.0, None)
-        total = w.sum()
-        spans.append((lo, w / total if total else w))
-    start = min(lo for lo, _ in spans)
-    stop = max(lo + len(w) for lo, w in spans)
-    matrix = np.zeros((count, stop - start), np.float32)
-    for row, (lo, w) in enumerate(spans):
-        matrix[row, lo - start : lo - start + len(w)] = w
+    centre = scale * (np.arange(first, first + count, dtype=np.float64) + 0.5)
+    lo = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # int(): towards zero, as C
+    hi = np.minimum((centre + support + 0.5).astype(np.int64), in_size)
+    start, stop = int(lo.min()), int(hi.max())
+    j = np.arange(start, stop, dtype=np.float64)[None, :]
+    w = np.clip(1.0 - np.abs((j - centre[:, None] + 0.5) * inv), 0.0, None)
+    w[(j < lo[:, None]) | (j >= hi[:, None])] = 0.0  # each row reads only its own span
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=np.zeros_like(w), where=total != 0)
+    matrix = w.astype(np.float32)
+    matrix.flags.writeable = False
     return matrix, start
+
+
+@functools.lru_cache(maxsize=512)
+def _weights_on(
+    device: torch.device, in_size: int, out_size: int, first: int, count: int, transpose: bool
+) -> tuple[torch.Tensor, int, int]:
+    """aa_weights as a tensor on the device (copied there once per size) -> (w, start, span)."""
+    matrix, start = aa_weights(in_size, out_size, first, count)
+    host = torch.from_numpy(matrix.T.copy() if transpose else matrix.copy())
+    return host.to(device), start, matrix.shape[1]
 
 
 def crop_resize(imgs: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
@@ -105,12 +115,10 @@ def crop_resize(imgs: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
     left, top, right, bottom = centre_crop_box(new_w, new_h, cfg.crop)
     if (new_h, new_w) == (height, width):
         return imgs[:, :, top:bottom, left:right].permute(0, 2, 3, 1)
-    wy, y0 = aa_weights(height, new_h, top, bottom - top)
-    wx, x0 = aa_weights(width, new_w, left, right - left)
-    device = imgs.device
-    window = imgs[:, :, y0 : y0 + wy.shape[1], x0 : x0 + wx.shape[1]].float()
-    rows = torch.matmul(torch.from_numpy(wy).to(device, non_blocking=True), window)
-    out = torch.matmul(rows, torch.from_numpy(wx.T.copy()).to(device, non_blocking=True))
+    wy, y0, hy = _weights_on(imgs.device, height, new_h, top, bottom - top, False)
+    wxt, x0, wx = _weights_on(imgs.device, width, new_w, left, right - left, True)
+    window = imgs[:, :, y0 : y0 + hy, x0 : x0 + wx].float()
+    out = torch.matmul(torch.matmul(wy, window), wxt)  # (N, 3, crop, crop)
     return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
