@@ -13,7 +13,8 @@
 #      torch.compile'd): benchmarks/gpu_pipeline.py
 #   4. served figures over HTTP with the bench client: one JPEG per request at --workers 1, 4
 #      and 8, then V2 binary uint8 tensors, 32 images per request; img/s, p50, p99
-#   onnxruntime-gpu rows say "not installed" when it is absent (docs/gpu.md brings it in).
+#   5. onnxruntime-gpu in-process (CUDA provider, fp16) when it is installed; its rows say
+#      "not installed" when it is absent (docs/gpu.md says how to bring it in four parts)
 #
 # The machine has Python 3.12, torch, torchvision, Pillow, numpy, onnx and a CPU onnxruntime,
 # and no internet: the other wheels travel in .whl/ (benchmarks/gpu_wheels.sh fills it) and are
@@ -238,6 +239,18 @@ export -f start_server stop_server bench prepare_served served
 export PYTHON ARCH MODELS IMAGES PORT CLIENTS OUT LOGS DRY START BUDGET SERVER_PID
 if [[ "$DRY" == 1 ]]; then CLIENTS=1; run served 120 bash -c 'served 1'
 else run served "$(left)" bash -c 'served 0'; fi
+
+# ------------------------------------------------------------------ 5. onnxruntime-gpu, if brought
+ort_gpu=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("onnxruntime_gpu",""))' "$OUT/env.json" 2>/dev/null)
+ort_inprocess() {
+  local dir="$WORK/models-ort/$ARCH"
+  "$PYTHON" -m app.cli export --arch "$ARCH" --weights random --formats onnx --precisions fp16 \
+    --out "$dir" --name "$ARCH-ort" || return 1
+  "$PYTHON" -m app.cli bench --in-process "$dir" --backend onnxruntime --device cuda:0 \
+    --precision fp16 --batch-sizes 64,128 --min-time 2 --out "$OUT/ort_inprocess.json"
+}
+export -f ort_inprocess
+if [[ "$DRY" != 1 && "$ort_gpu" == installed ]]; then run ort 90 bash -c ort_inprocess; fi
 
 # ------------------------------------------------------------------ the table
 "$PYTHON" benchmarks/gpu_check_report.py "$OUT" --dry "$DRY"

@@ -221,6 +221,21 @@ def main(argv: list[str] | None = None) -> int:
     elif st.get("served", {}).get("rc") not in (None, "0"):
         rows.append(("4 served", "incomplete", status(st.get("served"))))
 
+    ort = read_json(out / "ort_inprocess.json")
+    if env.get("onnxruntime_gpu") != "installed":
+        rows.append(("5 onnxruntime-gpu", "not installed", "see docs/gpu.md"))
+    elif not ort:
+        rows.append(("5 onnxruntime-gpu", "no figures", status(st.get("ort"))))
+    else:
+        for r in ort.get("steps", []):
+            rows.append(
+                (
+                    f"5 onnxruntime-gpu fp16 bs {r.get('batch_size')}",
+                    f"{fmt(r.get('images_per_s'))} img/s (in-process, uint8 in)",
+                    f"p50 {fmt(r.get('p50_ms'), ' ms')}",
+                )
+            )
+
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     title = "GPU check" + (" (DRY RUN: plumbing only, figures mean nothing)" if dry else "")
     print(f"\n{title}, results in {out}")
@@ -235,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "jpeg_engine": jpeg_engine(out),
         "pipeline": {k: read_json(out / f"pipeline_{k}.json") for k in ("eager", "compiled")},
         "served": figures,
+        "onnxruntime_gpu": ort,
         "table": [list(r) for r in rows],
     }
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=2) + "\n")
