@@ -170,12 +170,13 @@ def plan_providers(
     providers: list[tuple[str, dict[str, Any]]] = []
     for short in wanted:
         full = PROVIDER_NAMES[short]
-        if short == "tensorrt" and tensorrt_lib is None:
-            log.warning(
-                "model %s: TensorRT asked for, but its library (libnvinfer) is not found on this "
-                "machine; running on CUDA",
-                config.name,
+        if short == "tensorrt" and (full not in available or tensorrt_lib is None):
+            why = (
+                "this onnxruntime has no TensorRT provider"
+                if full not in available
+                else "its library (libnvinfer) is not found on this machine"
             )
+            log.warning("model %s: TensorRT asked for, but %s; running on CUDA", config.name, why)
             continue
         if full in available:
             providers.append((full, provider_options(config, short)))
