@@ -96,14 +96,18 @@ def aa_weights(in_size: int, out_size: int, first: int, count: int) -> tuple[np.
     return matrix, start
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=128)
 def _weights_on(
     device: torch.device, in_size: int, out_size: int, first: int, count: int, transpose: bool
 ) -> tuple[torch.Tensor, int, int]:
-    """aa_weights as a tensor on the device (copied there once per size) -> (w, start, span)."""
+    """aa_weights as a tensor on the device (copied there once per size) -> (w, start, span).
+    Instances on other streams share it, so its copy is complete before it is returned."""
     matrix, start = aa_weights(in_size, out_size, first, count)
     host = torch.from_numpy(matrix.T.copy() if transpose else matrix.copy())
-    return host.to(device), start, matrix.shape[1]
+    weights = host.to(device)
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return weights, start, matrix.shape[1]
 
 
 def crop_resize(imgs: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
