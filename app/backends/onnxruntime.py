@@ -51,7 +51,9 @@ def onnx_format(precision: str) -> str:
 
 def wanted_providers(config: ModelConfig) -> list[str]:
     """Providers asked for, with the fallbacks each implies, CPU always last."""
-    wanted = list(config.onnxruntime.providers) or (["cuda"] if config.is_cuda else ["cpu"])
+    wanted: list[str] = list(config.onnxruntime.providers) or (
+        ["cuda"] if config.is_cuda else ["cpu"]
+    )
     if "tensorrt" in wanted and "cuda" not in wanted:
         wanted.insert(wanted.index("tensorrt") + 1, "cuda")
     if "cpu" not in wanted:
