@@ -10,7 +10,7 @@
 #   2. nvJPEG decode speed (is the hardware JPEG engine used: nvidia-smi dmon's jpg column),
 #      batched against per-image resize, and the multi-chunk stream-race check
 #   3. the in-process pipeline (nvJPEG + ResNet-50 fp16, eager with 1 and 4 instances, then
-#      torch.compile'd): benchmarks/gpu_pipeline.py
+#      torch.compile'd, then 4 processes each with its own model): benchmarks/gpu_pipeline.py
 #   4. served figures over HTTP with the bench client: one JPEG per request at --workers 1, 4
 #      and 8, then V2 binary uint8 tensors, 32 images per request; img/s, p50, p99
 #   5. onnxruntime-gpu in-process (CUDA provider, fp16) when it is installed; its rows say
@@ -142,7 +142,7 @@ TESTS=(tests/backends/torch/test_gpu_decode.py tests/backends/torch/test_compile
 if [[ "$DRY" == 1 ]]; then
   run tests 60 "$PYTHON" -m pytest -q -p no:cacheprovider --collect-only "${TESTS[@]}"
 else
-  run tests 80 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 70 \
+  run tests 75 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 70 \
     --junitxml="$OUT/tests.xml" "${TESTS[@]}"
 fi
 
@@ -154,20 +154,23 @@ fi
 if [[ "$DRY" == 1 ]]; then
   run decode 60 "$PYTHON" benchmarks/gpu_decode_check.py --device cpu --small --json "$OUT/decode.json"
 else
-  run decode 40 "$PYTHON" benchmarks/gpu_decode_check.py --device "$DEVICE" --json "$OUT/decode.json"
+  run decode 35 "$PYTHON" benchmarks/gpu_decode_check.py --device "$DEVICE" --json "$OUT/decode.json"
 fi
 if [[ -n "${DMON_PID:-}" ]]; then kill "$DMON_PID" 2>/dev/null; wait "$DMON_PID" 2>/dev/null; DMON_PID=""; fi
 
 # ------------------------------------------------------------------ 3. in-process pipeline
 if [[ "$DRY" == 1 ]]; then
   SMALL=(--device cpu --arch resnet-mini --num-images 3 --seconds 0 --warmup 0 --crop 64 --resize 72)
-  run pipeline_eager 60 "$PYTHON" benchmarks/gpu_pipeline.py "${SMALL[@]}" --batch-sizes 2 \
-    --instances 1 2 --json "$OUT/pipeline_eager.json"
+  run pipeline_eager 90 "$PYTHON" benchmarks/gpu_pipeline.py "${SMALL[@]}" --batch-sizes 2 \
+    --instances 1 2 --processes 2 --process-timeout 80 --json "$OUT/pipeline_eager.json"
 else
-  run pipeline_eager 40 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+  run pipeline_eager 35 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
     --batch-sizes 64 128 256 --seconds 2 --warmup 2 --instances 1 4 --json "$OUT/pipeline_eager.json"
-  run pipeline_compiled 100 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+  run pipeline_compiled 90 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
     --batch-sizes 128 --compile --seconds 2 --warmup 2 --json "$OUT/pipeline_compiled.json"
+  run pipeline_processes 45 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+    --batch-sizes 128 --seconds 3 --warmup 2 --processes 4 --process-timeout 35 \
+    --json "$OUT/pipeline_processes.json"
 fi
 
 # ------------------------------------------------------------------ 4. served over HTTP

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    for kind in ("eager", "compiled"):
+    for kind in ("eager", "compiled", "processes"):
         data = read_json(out / f"pipeline_{kind}.json")
         if not data:
             rows.append((f"3 pipeline {kind}", "not run", status(st.get(f"pipeline_{kind}"))))
@@ -248,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         "tests": tests(out),
         "decode": decode,
         "jpeg_engine": jpeg_engine(out),
-        "pipeline": {k: read_json(out / f"pipeline_{k}.json") for k in ("eager", "compiled")},
+        "pipeline": {
+            k: read_json(out / f"pipeline_{k}.json") for k in ("eager", "compiled", "processes")
+        },
         "served": figures,
         "onnxruntime_gpu": ort,
         "table": [list(r) for r in rows],

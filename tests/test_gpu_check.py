@@ -112,6 +112,8 @@ def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
         "served": "0",
     }, run.stderr
     assert summary["decode"]["race"]["ok"] is True
+    (eager,) = summary["pipeline"]["eager"]["results"]
+    assert eager["pipeline_eager_x2"] > 0 and eager["pipeline_eager_2proc"] > 0
     assert set(summary["served"]) == {"jpeg-w1", "pixels32-w1"}
     assert all(s["images_per_s"] > 0 and s["errors"] == 0 for s in summary["served"].values())
     assert "tests collected" in summary["tests"]
