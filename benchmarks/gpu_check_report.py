@@ -93,6 +93,16 @@ def jpeg_engine(out: Path) -> str:
     return f"used (jpg engine up to {peak}%)" if peak > 0 else "NOT used (jpg engine 0%)"
 
 
+def race_verdict(race: dict[str, Any]) -> str:
+    if not race["ok"]:
+        return f"DIFFERS in {race['mismatched_rounds']} rounds (max {race.get('max_diff')} levels)"
+    if not race.get("max_diff"):
+        return "identical to one chunk"
+    return (
+        f"within {race['max_diff']} level of one chunk ({race['changed_fraction']:.1e} of pixels)"
+    )
+
+
 def served(out: Path) -> dict[str, dict[str, Any]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("served-*-c*.json")):
@@ -159,13 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(
         (
             "2 multi-chunk race",
-            (
-                "identical to one chunk"
-                if race["ok"]
-                else f"DIFFERS in {race['mismatched_rounds']} rounds"
-            )
-            if race
-            else "not run",
+            race_verdict(race) if race else "not run",
             f"{race['images']} x {race['size'][0]}x{race['size'][1]}, {race['chunks']} chunks, "
             f"{fmt(race.get('decode_crop_resize_img_s'))} img/s"
             if race

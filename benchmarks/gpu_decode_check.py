@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     chunks = len(gd._chunks(images, budget))
     mismatches = 0
     seconds = 0.0
+    worst, changed = 0, 0.0
     n = len(images)
     with torch.inference_mode():
         for _ in range(args.race_rounds):
@@ -142,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
             )()
             sync()
             seconds += time.perf_counter() - start
-            same = torch.equal(reference[0], chunked[0]) and not reference[1] and not chunked[1]
+            # a race overwrites whole regions; a resize matmul run at another batch count may
+            # move a rare pixel by one level (another cuBLAS algorithm): that is not a race
+            diff = (reference[0].int() - chunked[0].int()).abs()
+            worst = max(worst, int(diff.max()))
+            changed = max(changed, float((diff > 0).float().mean()))
+            same = int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-3
+            same = same and not reference[1] and not chunked[1]
             mismatches += 0 if same else 1
     big_rate = len(images) * args.race_rounds / seconds if seconds else 0.0
     report["race"] = {
@@ -151,10 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         "chunks": chunks,
         "rounds": args.race_rounds,
         "mismatched_rounds": mismatches,
+        "max_diff": worst,
+        "changed_fraction": changed,
         "ok": mismatches == 0,
         "decode_crop_resize_img_s": big_rate,
     }
-    verdict = "identical to one chunk" if not mismatches else f"{mismatches} rounds DIFFER"
+    verdict = (
+        f"{mismatches} rounds DIFFER (max {worst} levels)"
+        if mismatches
+        else "identical to one chunk"
+        if worst == 0
+        else f"one chunk's pixels within {worst} level ({changed:.1e} of them)"
+    )
     print(
         f"multi-chunk race check: {len(images)} x {w}x{h} in {chunks} chunks, "
         f"{args.race_rounds} rounds: {verdict}; {big_rate:,.1f} img/s decode+crop+resize",

@@ -452,7 +452,14 @@ def test_nvjpeg_chunks_give_the_pixels_of_one_chunk_on_a_gpu() -> None:
             assert errors == {}
             results.append(out.clone())
     stream.synchronize()
-    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+    # a race overwrites whole regions with other pixels; cuBLAS may pick another algorithm for
+    # another batch count of the resize matmul, which moves a rare pixel by one level
+    for other in results[1:]:
+        diff = (results[0].int() - other.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, (
+            diff.max(),
+            (diff > 0).float().mean(),
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
