@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         batch = batch_of(bs)
         row: dict[str, object] = {"batch": bs}
 
-        def decode_only() -> None:
+        def decode_only(batch: list = batch, bs: int = bs) -> None:  # type: ignore[type-arg]
             if stream is not None:
                 with torch.cuda.stream(stream):
                     decode_batch(batch, cfg, device, bs)
@@ -282,14 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randint(0, 256, (bs, args.crop, args.crop, 3), dtype=torch.uint8, device=device)
         for label, mod in modules.items():
 
-            def model_only(mod=mod) -> None:  # type: ignore[no-untyped-def]
+            def model_only(mod=mod, x=x) -> None:  # type: ignore[no-untyped-def]
                 with torch.inference_mode():
                     mod(x)
 
             row[f"model_{label}"] = timed(model_only, bs, sync, args.seconds, args.warmup)
             runner = TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
             row[f"pipeline_{label}"] = timed(
-                lambda runner=runner: runner.run_encoded(batch, bs),
+                lambda runner=runner, batch=batch, bs=bs: runner.run_encoded(batch, bs),
                 bs,
                 sync,
                 args.seconds,
