@@ -75,13 +75,22 @@ RUN groupadd --gid 10001 resnet \
       --shell /usr/sbin/nologin resnet
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=models /models /models
-# GPU variant: let the dynamic loader find the CUDA/cuDNN libraries shipped in nvidia-* wheels.
+# GPU variant: let the dynamic loader find the CUDA/cuDNN libraries shipped in nvidia-* wheels,
+# and give Triton (torch.compile's code generator) the C compiler and libc headers it builds its
+# small launcher module with at run time: without them any torch.compile'd model fails at warm-up.
+# Not version-pinned: bookworm's security updates replace libc6-dev's exact version, and the
+# base image tag already fixes the Debian release.
+# hadolint ignore=DL3008
 RUN if [ "$VARIANT" = "gpu" ]; then \
       find /opt/venv -type d -path '*/site-packages/nvidia/*/lib' > /etc/ld.so.conf.d/nvidia-wheels.conf; \
       ldconfig; \
+      apt-get update; \
+      apt-get install -y --no-install-recommends gcc libc6-dev; \
+      rm -rf /var/lib/apt/lists/*; \
     fi
 # Defaults only; override with `-e`/compose `environment`.  No secrets here: the optional
-# RESNET_SERVE_AUTH_TOKEN is supplied at run time.
+# RESNET_SERVE_AUTH_TOKEN is supplied at run time.  `video` exposes the GPU's hardware JPEG
+# decoders (nvJPEG's A100/H100/H200 engine) besides CUDA (compute) and nvidia-smi (utility).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -93,7 +102,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESNET_SERVE_SHUTDOWN_GRACE_S=5 \
     RESNET_SERVE_WORKERS=1 \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
 WORKDIR /tmp
 USER 10001:10001
 # 8000 HTTP (REST, V2, /metrics), 8001 KServe V2 gRPC

@@ -51,6 +51,11 @@ def bucket_sizes(max_batch_size: int) -> list[int]:
     return sizes + [max_batch_size]
 
 
+def instance_executor(model: str, index: int) -> ThreadPoolExecutor:
+    """The one thread an instance runs on: its load, its warm-up and all of its batches."""
+    return ThreadPoolExecutor(1, thread_name_prefix=f"{model}-instance{index}")
+
+
 def bucket_for(n: int, max_batch_size: int) -> int:
     return next(b for b in bucket_sizes(max_batch_size) if b >= n)
 
@@ -127,9 +132,15 @@ class DynamicBatcher:
         telemetry: ModelTelemetry,
         pad_to_bucket: bool = False,
         retry_after_s: float = 1.0,
+        executors: list[ThreadPoolExecutor] | None = None,
     ) -> None:
+        """executors: one single-thread executor per backend, the thread that loaded and
+        warmed it up (CUDA graphs and streams belong to a thread); made here when absent."""
         if not backends:
             raise ValueError("a batcher needs at least one backend instance")
+        if executors is not None and len(executors) != len(backends):
+            raise ValueError(f"{len(executors)} executors for {len(backends)} backends")
+        self._given_executors = list(executors or [])
         self.model = model
         self.backends = backends
         self.config = config
@@ -149,7 +160,11 @@ class DynamicBatcher:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         for i, backend in enumerate(self.backends):
-            executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.model}-instance{i}")
+            executor = (
+                self._given_executors[i]
+                if self._given_executors
+                else instance_executor(self.model, i)
+            )
             self._executors.append(executor)
             self._workers.append(asyncio.create_task(self._worker(backend, executor)))
         self._accepting = True

@@ -228,7 +228,12 @@ class OrtTensorrtOptions(BaseModel):
 
     fp16: bool = True
     int8: bool = False
-    engine_cache_dir: str = Field("trt-cache", description="Relative to the model directory.")
+    engine_cache_dir: str = Field(
+        "",
+        description="TensorRT engine and timing cache; relative paths are under the model "
+        "directory. Empty (default), or not writable: <$XDG_CACHE_HOME or ~/.cache, else the "
+        "temp directory>/resnet-serve/trt/<model>, so a read-only /models never fails a load.",
+    )
     workspace_size: int = Field(2 << 30, ge=1 << 20)
 
 
@@ -240,7 +245,9 @@ class OrtOptions(BaseModel):
         description="Execution providers wanted, in order. Empty: from the device "
         "(cuda:N -> cuda then cpu; cpu -> cpu). tensorrt falls back to cuda then cpu.",
     )
-    intra_op_threads: int = Field(0, ge=0, description="0: ONNX Runtime decides.")
+    intra_op_threads: int = Field(
+        0, ge=0, description="0: ONNX Runtime decides on the CPU; 1 on a CUDA device."
+    )
     inter_op_threads: int = Field(0, ge=0)
     allow_spinning: bool = Field(
         True,

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from app.config import PreprocessConfig
 from app.decode_limits import DecodeLimits, check, check_structure, exif_orientation, upright
 from app.errors import InvalidInput, PayloadTooLarge
+from app.jpeg_structure import jpeg_structure_error
 
 Limits = int | DecodeLimits  # an int: only that pixel limit (offline tools, benchmarks)
 
@@ -171,6 +172,9 @@ def inspect(data: bytes, cfg: PreprocessConfig, max_pixels: Limits) -> EncodedIm
     img, _ = open_checked(data, max_pixels)
     if not gpu_decodable(img):
         return EncodedImage(pixels=decode_opened(img, cfg))
+    broken = jpeg_structure_error(data)  # nvJPEG would decode a cut file without an error
+    if broken is not None:
+        raise InvalidInput(f"image data is truncated or corrupt: {broken}")
     try:
         orientation = exif_orientation(img)
     except Exception:

@@ -10,11 +10,12 @@ import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.backends import Backend, BackendInfo, create_backend
-from app.batching import DynamicBatcher, bucket_sizes
+from app.batching import DynamicBatcher, bucket_sizes, instance_executor
 from app.config import ModelConfig
 from app.errors import ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
@@ -98,20 +99,34 @@ class ServedModel:
         }
 
 
-def _load_instances(config: ModelConfig) -> tuple[list[Backend], BackendInfo]:
-    """Blocking: create, load and warm up every instance of one model."""
+def _load_instances(
+    config: ModelConfig,
+) -> tuple[list[Backend], BackendInfo, list[ThreadPoolExecutor]]:
+    """Blocking: create, load and warm up every instance of one model, each on the thread that
+    will run its batches (CUDA graphs recorded by torch.compile's reduce-overhead mode, and
+    other per-thread state, then serve the batches instead of being recorded again)."""
     backends: list[Backend] = []
+    executors: list[ThreadPoolExecutor] = []
+    sizes = bucket_sizes(config.batching.max_batch_size)
     try:
-        for instance in instance_configs(config):
+        for i, instance in enumerate(instance_configs(config)):
+            executor = instance_executor(config.name, i)
+            executors.append(executor)
             backend = create_backend(instance)
             backends.append(backend)
-            backend.load()
-            backend.warmup(bucket_sizes(config.batching.max_batch_size))
+            executor.submit(_load_and_warm_up, backend, sizes).result()
     except BaseException:
         for b in backends:
             _close_quietly(b)
+        for e in executors:
+            e.shutdown(wait=False)
         raise
-    return backends, backends[0].info()
+    return backends, backends[0].info(), executors
+
+
+def _load_and_warm_up(backend: Backend, sizes: list[int]) -> None:
+    backend.load()
+    backend.warmup(sizes)
 
 
 def _close_quietly(backend: Backend) -> None:
@@ -154,7 +169,7 @@ class ModelRepository:
             )
         started = time.perf_counter()
         try:
-            backends, info = await asyncio.to_thread(_load_instances, cfg)
+            backends, info, executors = await asyncio.to_thread(_load_instances, cfg)
         except Exception as exc:
             model.state, model.reason = FAILED, f"load failed: {type(exc).__name__}: {exc}"
             log.error("model %s: %s", cfg.name, model.reason)
@@ -168,6 +183,7 @@ class ModelRepository:
             model.telemetry,
             pad_to_bucket=cfg.pads_to_bucket,
             retry_after_s=self.retry_after_s,
+            executors=executors,
         )
         model.batcher.start()
         model.state = READY

@@ -7,6 +7,7 @@ resize, crop, normalise, model, logits back to the host).
     python benchmarks/gpu_pipeline.py --images ~/imagenet-val-sample/   # your own JPEGs
     python benchmarks/gpu_pipeline.py --cpu-baseline           # adds Pillow decode on 1 core
     python benchmarks/gpu_pipeline.py --instances 1 2 4        # pipeline with N instances
+    python benchmarks/gpu_pipeline.py --processes 4            # N processes, a model each
 
 Images: synthetic photo-like 500x375 JPEGs (ImageNet's typical size), or every *.jpg/*.jpeg
 under --images. Weights are random (no download): throughput does not depend on them.
@@ -124,6 +125,69 @@ def threaded(
     return sum(counts) * bs / (time.perf_counter() - start)
 
 
+def _process_worker(settings: dict, bs: int, ready, start, stop, results) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """One process: its own model (eager, or compiled), runner and stream, looping the pipeline
+    between the parent's start and stop; puts its count of batches."""
+    import torch
+
+    from app.backends.torch.models import TorchRunner, build_arch, compile_module, wrap
+    from app.config import PreprocessConfig
+    from app.preprocess import inspect
+
+    cfg = PreprocessConfig(resize=settings["resize"], crop=settings["crop"], decode="gpu")
+    datas = synthetic_jpegs(settings["num_images"])
+    encoded = [inspect(d, cfg, 1 << 40) for d in datas]
+    batch = [encoded[i % len(encoded)] for i in range(bs)]
+    torch.manual_seed(0)
+    model = build_arch(settings["arch"], 1000)
+    module = wrap(model, cfg.mean, cfg.std, settings["device"], settings["precision"], True)
+    if settings["compiled"]:
+        module = compile_module(module, "default", 1)
+    runner = TorchRunner(module, settings["device"], bs, (cfg.crop, cfg.crop, 3), cfg)
+    for _ in range(max(1, settings["warmup"])):
+        runner.run_encoded(batch, bs)
+    ready.put(1)
+    start.wait()
+    count = 0
+    while not stop.is_set() or count < 1:
+        runner.run_encoded(batch, bs)
+        count += 1
+    results.put(count)
+
+
+def multiprocess(settings: dict, n: int, bs: int, seconds: float, timeout: float) -> float:  # type: ignore[type-arg]
+    """img/s of n processes, each a whole pipeline on the same GPU (what --workers gives the
+    server, without HTTP)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # CUDA cannot be forked
+    ready, results = ctx.Queue(), ctx.Queue()
+    start, stop = ctx.Event(), ctx.Event()
+    procs = [
+        ctx.Process(target=_process_worker, args=(settings, bs, ready, start, stop, results))
+        for _ in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        for _ in procs:
+            ready.get(timeout=timeout)
+        t0 = time.perf_counter()
+        start.set()
+        time.sleep(seconds)
+        stop.set()
+        counts = [results.get(timeout=timeout) for _ in procs]
+        elapsed = time.perf_counter() - t0
+    finally:
+        stop.set()
+        start.set()
+        for proc in procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    return float(sum(counts) * bs / elapsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,6 +211,17 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the pipeline with N instances, each a thread with its own runner and "
         "CUDA stream, as the server runs batching.instances",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="also time the pipeline with N processes on the one GPU, each with its own model "
+        "(compiled too with --compile), as `serve --workers N` runs it, without HTTP",
+    )
+    parser.add_argument(
+        "--process-timeout", type=float, default=240.0, help="seconds a process may take to start"
+    )
     parser.add_argument("--cpu-baseline", action="store_true", help="Pillow decode, 1 thread")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
@@ -154,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from app.backends.torch.gpu_decode import decode_batch
-    from app.backends.torch.models import TorchRunner, build_arch, wrap
+    from app.backends.torch.models import TorchRunner, build_arch, compile_module, wrap
     from app.config import PreprocessConfig
     from app.preprocess import decode, inspect
 
@@ -194,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     module = wrap(model, cfg.mean, cfg.std, str(device), precision, channels_last=True)
     modules: dict[str, Any] = {"eager": module}
     if args.compile:
-        modules["compiled"] = torch.compile(module, dynamic=False)
+        modules["compiled"] = compile_module(module, "default", len(args.batch_sizes))
 
     results: list[dict[str, object]] = []
     stream = torch.cuda.Stream(device) if cuda else None
@@ -237,6 +312,20 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 row[f"pipeline_{label}_x{n}"] = threaded(
                     runners, batch, bs, args.seconds, args.warmup
+                )
+            for n in (i for i in args.processes if i > 1):
+                settings = {
+                    "arch": args.arch,
+                    "device": str(device),
+                    "precision": precision,
+                    "resize": args.resize,
+                    "crop": args.crop,
+                    "num_images": min(args.num_images, 64),
+                    "warmup": args.warmup,
+                    "compiled": label == "compiled",
+                }
+                row[f"pipeline_{label}_{n}proc"] = multiprocess(
+                    settings, n, bs, max(args.seconds, 0.5), args.process_timeout
                 )
         results.append(row)
         print(

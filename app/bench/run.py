@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ def run_served(args: argparse.Namespace) -> int:
         report.write_json(args.out, meta, summaries)
         print(f"wrote {args.out}")
     plot_path = args.plot or (args.out.with_suffix(".png") if args.out else None)
-    if plot_path:
+    if plot_path and args.plot is None and importlib.util.find_spec("matplotlib") is None:
+        print("no matplotlib: plot skipped")  # a bare GPU machine (benchmarks/gpu_check.sh)
+    elif plot_path:
         report.plot(
             plot_path,
             summaries,

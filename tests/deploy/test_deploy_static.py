@@ -149,6 +149,8 @@ def test_compose_gpu_override_reserves_nvidia_gpus(compose_cmd, clean_env):
     (dev,) = svc["deploy"]["resources"]["reservations"]["devices"]
     assert dev["driver"] == "nvidia" and dev["capabilities"] == ["gpu"]
     assert dev["count"] == -1  # "all"
+    # the hardware JPEG decoders need the driver's video capability
+    assert "video" in svc["environment"]["NVIDIA_DRIVER_CAPABILITIES"].split(",")
 
 
 def test_compose_volume_override_mounts_models_and_skips_export(compose_cmd, clean_env, tmp_path):

@@ -19,7 +19,7 @@ class EagerBackend(TorchBackend):
     def build_module(self) -> Any:
         import torch
 
-        from app.backends.torch.models import build_arch, wrap
+        from app.backends.torch.models import build_arch, compile_module, wrap
 
         cfg = self.config
         model = build_arch(cfg.arch, cfg.num_classes)
@@ -32,7 +32,10 @@ class EagerBackend(TorchBackend):
             model, cfg.input.mean, cfg.input.std, cfg.device, cfg.precision, cfg.torch.channels_last
         )
         if cfg.torch.compile:
-            module = torch.compile(module, mode=cfg.torch.compile_mode, dynamic=False)
+            # one graph per batch size the batcher can form: the padded buckets, else any size
+            sizes = cfg.batching.max_batch_size
+            graphs = (sizes - 1).bit_length() + 1 if cfg.pads_to_bucket else sizes
+            module = compile_module(module, cfg.torch.compile_mode, graphs)
         return module
 
     def details(self) -> dict[str, Any]:

@@ -7,9 +7,11 @@ own device and precision: 4x fewer bytes cross to a GPU than float32 would.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -214,6 +216,42 @@ class TorchRunner:
         self.staging = None
         if self.cuda:
             torch.cuda.empty_cache()
+
+
+_compiled_graphs = 0  # graphs dynamo keeps for the modules compiled in this process
+_compile_lock = threading.Lock()
+
+
+def raise_recompile_limit(graphs: int) -> int:
+    """Let dynamo keep `graphs` more compiled graphs per code object, and return the limit.
+
+    torch.compile(dynamic=False) compiles one graph per input shape, and dynamo keeps at most
+    `recompile_limit` (8 by default; `cache_size_limit` before torch 2.6) per code object;
+    past it, new shapes silently run uncompiled. Every UInt8Classifier shares one forward(),
+    so the limit grows with every compiled model instance in the process."""
+    import torch._dynamo.config as dynamo_config
+
+    global _compiled_graphs
+    with _compile_lock:
+        _compiled_graphs += graphs
+        name = (
+            "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        )
+        limit = max(int(getattr(dynamo_config, name)), _compiled_graphs)
+        setattr(dynamo_config, name, limit)
+        for total in ("accumulated_recompile_limit", "accumulated_cache_size_limit"):
+            if hasattr(dynamo_config, total):
+                setattr(dynamo_config, total, max(int(getattr(dynamo_config, total)), limit))
+                break
+        return limit
+
+
+def compile_module(
+    module: nn.Module, mode: str, batch_sizes: int, backend: Any = "inductor"
+) -> Any:
+    """torch.compile for fixed shapes, with room in dynamo's cache for every batch size."""
+    raise_recompile_limit(batch_sizes)
+    return torch.compile(module, mode=mode, dynamic=False, backend=backend)
 
 
 def set_threads(threads: int) -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.io import decode_jpeg
 
 import app.backends.torch.gpu_decode as gpu_decode
 from app.backends import REGISTRY, create_backend
@@ -105,11 +104,49 @@ def test_gpu_path_matches_pillow_on_real_photos(jpegs: list[bytes]) -> None:
     out, errors = gpu_path(jpegs)
     assert errors == {} and out.shape == (len(jpegs), 224, 224, 3)
     for i, data in enumerate(jpegs):
-        close(out[i], decode(data, NO_DRAFT, LIMIT), max_diff=2, mean_diff=0.05)
+        close(out[i], decode(data, NO_DRAFT, LIMIT), max_diff=2, mean_diff=0.25)
     # Pillow's draft mode (DCT scaling of large JPEGs) is a CPU shortcut: a few grey levels
     big = encode(synthetic_photo(7, (1600, 1200)), quality=90)
     out, _ = gpu_path([big], CFG)
     close(out[0], decode(big, CFG, LIMIT), max_diff=8, mean_diff=0.5)
+
+
+@pytest.mark.parametrize(
+    "size", [(375, 500), (480, 640), (3, 400), (100, 150), (256, 300), (1500, 2000)]
+)
+def test_crop_then_resize_equals_torchvisions_resize_then_crop(size: tuple[int, int]) -> None:
+    """Only the crop is computed, same-size images together, with the weights of torchvision's
+    antialiased bilinear resize: the pixels of torchvision's float path (the one it takes on
+    CUDA) within one grey level (rounding at .5), and never the whole resized image."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    from app.preprocess import centre_crop_box, resized_size
+
+    h, w = size
+    imgs = torch.randint(
+        0, 256, (3, 3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(h)
+    )
+    new_w, new_h = resized_size(w, h, CFG.resize)
+    full = F.resize(imgs.float(), [new_h, new_w], InterpolationMode.BILINEAR, antialias=True)
+    left, top, right, bottom = centre_crop_box(new_w, new_h, CFG.crop)
+    want = full.round().clamp(0, 255).to(torch.uint8)[:, :, top:bottom, left:right]
+    got = gpu_decode.crop_resize(imgs, CFG)
+    assert got.shape == (3, 224, 224, 3)
+    diff = (got.permute(0, 3, 1, 2).int() - want.int()).abs()
+    assert diff.max() <= 1 and diff.float().mean() < 0.005
+    # one at a time gives the same as together
+    assert torch.equal(gpu_decode.resize_crop(imgs[1], CFG), got[1])
+
+
+def test_a_long_thin_jpeg_is_cheap() -> None:
+    """20000x2: resized first it would be 2560000x256 (7.9 GB as float); cropped first, the
+    window read is a few source columns wide."""
+    thin = encode(synthetic_photo(1, (20000, 2)), "JPEG")
+    out, errors = gpu_path([thin])
+    assert errors == {} and out.shape == (1, 224, 224, 3)
+    wx, x0 = gpu_decode.aa_weights(20000, 2_560_000, 1_279_888, 224)
+    assert wx.shape[1] <= 4 and x0 == 9998
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -120,7 +157,7 @@ def test_exif_orientation_is_applied_as_pillow_does(orientation: int) -> None:
     out, errors = gpu_path([data], PreprocessConfig(resize=200, crop=180, use_draft=False))
     want = decode(data, PreprocessConfig(resize=200, crop=180, use_draft=False), LIMIT)
     assert errors == {}
-    close(out[0], want, max_diff=2, mean_diff=0.1)
+    close(out[0], want, max_diff=2, mean_diff=0.25)
 
 
 def test_mixed_batch_pads_with_zeros_and_keeps_each_image_in_its_row(jpegs: list[bytes]) -> None:
@@ -139,8 +176,45 @@ def truncated_jpeg(jpegs: list[bytes]) -> bytes:
     return good[: len(good) // 3] + b"\x00\xff\x13" * 50
 
 
+def undecodable_jpeg(jpegs: list[bytes]) -> bytes:
+    """A whole JPEG whose scan names a Huffman table it never defines: Pillow opens its header,
+    and libjpeg-turbo (torchvision's CPU decode_jpeg) and Pillow both refuse to decode it."""
+    data = bytearray(jpegs[1])
+    sos = data.find(b"\xff\xda")
+    data[sos + 6] = 0x33  # the first component's DC/AC table selectors: tables 3 and 3
+    return bytes(data)
+
+
+def test_a_truncated_jpeg_is_refused_on_the_cpu_before_the_gpu(jpegs: list[bytes]) -> None:
+    """nvJPEG decodes a cut JPEG into a half-grey image without an error; the CPU walks the
+    markers first (app.jpeg_structure), so the client gets 400, as on the CPU path."""
+    good = jpegs[1]
+    for cut in (truncated_jpeg(jpegs), good[: len(good) // 2], good[:-2], good[:300]):
+        with pytest.raises(InvalidInput, match="corrupt"):
+            inspect(cut, NO_DRAFT, LIMIT)
+    assert inspect(good + b"\x00" * 10, NO_DRAFT, LIMIT).data is not None  # padding after EOI
+
+
+def test_jpeg_structure() -> None:
+    from app.jpeg_structure import jpeg_structure_error as why
+
+    good = encode(synthetic_photo(2, (120, 90)), "JPEG")
+    assert why(good) is None
+    assert why(b"\x89PNG") == "no start-of-image marker"
+    assert why(good[:-2]) is not None and "truncated" in why(good[:-2])  # type: ignore[operator]
+    sos = good.find(b"\xff\xda")
+    length = int.from_bytes(good[sos + 2 : sos + 4], "big")
+    assert why(good[: sos + 2 + length] + b"\xff\xd9") == "the scan holds no data"
+    assert "runs past the end" in (why(good[: sos + 5]) or "")
+    assert why(b"\xff\xd8\xff\xd9") == "end-of-image before any scan"
+    assert why(b"\xff\xd8\x00") == "no marker at byte 2 where one must start"
+    # garbage inside a complete scan passes: every decoder turns it into pixels
+    garbled = good[: sos + 2 + length] + b"\x12\x34" * 200 + b"\xff\xd9"
+    assert why(garbled) is None
+
+
 def test_an_unreadable_jpeg_fails_alone(jpegs: list[bytes]) -> None:
-    bad = truncated_jpeg(jpegs)
+    bad = undecodable_jpeg(jpegs)
     images = [inspect(d, NO_DRAFT, LIMIT) for d in (jpegs[1], bad, jpegs[2])]
     assert images[1].data is not None  # the header passed: only decoding finds the fault
     out, errors = decode_batch(images, NO_DRAFT, "cpu", 3)
@@ -149,38 +223,41 @@ def test_an_unreadable_jpeg_fails_alone(jpegs: list[bytes]) -> None:
     assert "truncated or corrupt" in errors[1].message
     close(out[0].numpy(), decode(jpegs[1], NO_DRAFT, LIMIT))
     close(out[2].numpy(), decode(jpegs[2], NO_DRAFT, LIMIT))
+    assert not out[1].any()
 
 
-def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
+def test_a_batch_the_decoder_rejects_is_split_until_the_bad_image_is_alone(
     jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = decode_jpeg  # what gpu_decode calls, until patched below
+    real = gpu_decode.decode_jpeg  # type: ignore[attr-defined]  # torchvision's, imported there
+    rejected = jpegs[3]  # a JPEG the device decoder refuses (the CPU decoder reads it)
 
-    def flaky(tensors, **kw):
+    def picky(tensors, **kw):
         calls.append(len(tensors))
-        if (
-            len(tensors) > 1
-            or bytes(tensors[0][-50:].tolist()) == b"\x00\xff\x13" * 16 + b"\x00\xff"
-        ):
+        if any(bytes(t.numpy()) == rejected for t in tensors):
             raise RuntimeError("nvjpeg: NVJPEG_STATUS_BAD_JPEG")
         return real(tensors, **kw)
 
-    monkeypatch.setattr(gpu_decode, "decode_jpeg", flaky)
-    datas = [jpegs[1], jpegs[3], jpegs[2]]
-    out, errors = gpu_path(datas)
-    assert errors == {} and calls == [3, 1, 1, 1]
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", picky)
+    datas = [jpegs[1], jpegs[2], jpegs[0], jpegs[4], jpegs[1], rejected, jpegs[2], jpegs[0]]
+    guard = gpu_decode.StreamGuard(torch.device("cpu"))
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in datas]
+    out, errors = decode_batch(images, NO_DRAFT, "cpu", 8, guard=guard)
+    # 8 fails; 0-3 pass; 4-7 fail; 4-5 fail; 4 passes; 5 fails alone; 6-7 pass
+    assert errors == {} and calls == [8, 4, 4, 2, 1, 1, 2]
+    assert guard.calls == 7 and guard.waits == 6  # the stream is awaited before every retry
     for i, data in enumerate(datas):
-        close(out[i], decode(data, NO_DRAFT, LIMIT))
+        close(out[i].numpy(), decode(data, NO_DRAFT, LIMIT))  # 5: by the CPU decoder
 
     # an image the device decoder refuses alone goes to the CPU decoder (Pillow)
     monkeypatch.setattr(
         gpu_decode, "decode_jpeg", lambda t, **kw: (_ for _ in ()).throw(RuntimeError("no"))
     )
-    out, errors = gpu_path(datas)
+    out, errors = decode_batch(images[:3], NO_DRAFT, "cpu", 3)
     assert errors == {}
-    for i, data in enumerate(datas):
-        np.testing.assert_array_equal(out[i], decode(data, NO_DRAFT, LIMIT))
+    for i, data in enumerate(datas[:3]):
+        np.testing.assert_array_equal(out[i].numpy(), decode(data, NO_DRAFT, LIMIT))
 
 
 def test_large_batches_are_decoded_in_chunks_of_bounded_pixels(
@@ -193,10 +270,15 @@ def test_large_batches_are_decoded_in_chunks_of_bounded_pixels(
     assert gpu_decode._chunks(images, 700_000) == [[1, 2], [3], [4], [5]]
     assert gpu_decode._chunks(images, sum(sizes)) == [[1, 2, 3, 4, 5]]
     monkeypatch.setattr(gpu_decode, "DECODE_CHUNK_PIXELS", 700_000)
-    out, errors = decode_batch(images, NO_DRAFT, "cpu", 6)
+    guard = gpu_decode.StreamGuard(torch.device("cpu"))
+    out, errors = decode_batch(images, NO_DRAFT, "cpu", 6, guard=guard)
     assert errors == {} and not out[0].any()
+    assert guard.calls == 4 and guard.waits == 3  # before every chunk but the first
     for i, data in enumerate(jpegs, start=1):
         close(out[i].numpy(), decode(data, NO_DRAFT, LIMIT))
+    # the same batch in one chunk: the very same pixels (on a GPU this catches the stream race)
+    single, _ = decode_batch(images, NO_DRAFT, "cpu", 6, chunk_pixels=sum(sizes))
+    assert torch.equal(out, single)
 
 
 def test_torch_runner_decodes_and_infers_in_one_call(jpegs: list[bytes]) -> None:
@@ -368,13 +450,44 @@ def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
     stream.synchronize()
     assert errors == {} and out.device.type == "cuda"
     cpu, _ = decode_batch(images, NO_DRAFT, "cpu", len(images) + 1)
-    # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's by a few grey levels
-    close(out.cpu().numpy(), cpu.numpy(), max_diff=12, mean_diff=1.5)
+    # nvJPEG's IDCT and chroma upsampling differ from libjpeg-turbo's: a grey level or two on
+    # most pixels, more than 12 at sharp colour edges. Bounded: the mean, the 99th percentile,
+    # and a maximum that only a wrong image, orientation or crop would exceed.
+    diff = np.abs(out.cpu().numpy().astype(int) - cpu.numpy().astype(int))
+    assert diff.mean() <= 1.5 and np.percentile(diff, 99) <= 12 and diff.max() <= 96, (
+        diff.mean(),
+        np.percentile(diff, 99),
+        diff.max(),
+    )
 
     module = wrap(build_arch("resnet-mini", 10), CFG.mean, CFG.std, "cuda:0", "fp16")
     runner = TorchRunner(module, "cuda:0", 8, (224, 224, 3), NO_DRAFT)
     logits, errors = runner.run_encoded(images, 8)
     assert errors == {} and logits.shape == (8, 10) and np.isfinite(logits).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
+def test_nvjpeg_chunks_give_the_pixels_of_one_chunk_on_a_gpu() -> None:
+    """The stream race: nvJPEG writes on its own stream into memory the caller's stream may
+    still read. Many chunks (one 3 Mpx photo each, then four) must give the pixels of one."""
+    photos = [encode(synthetic_photo(s, (2000, 1500)), quality=90) for s in range(12)]
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in photos]
+    stream = torch.cuda.Stream()
+    results = []
+    with torch.cuda.stream(stream):
+        for budget in (10**12, 3_000_000, 12_000_000):
+            out, errors = decode_batch(images, NO_DRAFT, "cuda", 16, chunk_pixels=budget)
+            assert errors == {}
+            results.append(out.clone())
+    stream.synchronize()
+    # a race overwrites whole regions with other pixels; cuBLAS may pick another algorithm for
+    # another batch count of the resize matmul, which moves a rare pixel by one level
+    for other in results[1:]:
+        diff = (results[0].int() - other.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, (
+            diff.max(),
+            (diff > 0).float().mean(),
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
@@ -401,12 +514,16 @@ async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes])
         got = await client.post("/v1/models/gpu/classify?top_k=1", files=files)
         want = await client.post("/v1/models/cpu/classify?top_k=1", files=files)
         assert got.status_code == 200 and want.status_code == 200, (got.text, want.text)
-        # a JPEG whose header passes and whose data is garbled: 400, as on the CPU path (if
-        # nvJPEG decodes garbage without an error, this is where it shows)
+        # a truncated JPEG: 400 from the structure check on the CPU, before nvJPEG
+        headers = {"Content-Type": "image/jpeg"}
         bad = await client.post(
-            "/v1/models/gpu/classify",
-            content=truncated_jpeg(jpegs),
-            headers={"Content-Type": "image/jpeg"},
+            "/v1/models/gpu/classify", content=truncated_jpeg(jpegs), headers=headers
+        )
+        assert bad.status_code == 400, bad.text
+        # a whole JPEG whose scan names an undefined Huffman table: nvJPEG is expected to
+        # refuse it, then Pillow does: 400 (if nvJPEG decoded it into garbage: 200)
+        bad = await client.post(
+            "/v1/models/gpu/classify", content=undecodable_jpeg(jpegs), headers=headers
         )
         assert bad.status_code == 400, bad.text
 

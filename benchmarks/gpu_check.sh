@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# The GPU check: one command, on a fresh GPU machine, within 8 minutes; one table at the end.
+#
+#   benchmarks/gpu_check.sh                  # on the GPU machine (figures, logs, JSON under $OUT)
+#   benchmarks/gpu_check.sh --dry-run        # or GPU_CHECK_DRY=1: the plumbing, on the CPU
+#
+# In order of priority, each step time-boxed (a step cut short says so; later steps get what
+# time is left of GPU_CHECK_BUDGET_S, 450 s by default):
+#   1. the GPU tests (pytest; the CUDA-only ones skip without CUDA)
+#   2. nvJPEG decode speed (is the hardware JPEG engine used: nvidia-smi dmon's jpg column),
+#      batched against per-image resize, and the multi-chunk stream-race check
+#   3. the in-process pipeline (nvJPEG + ResNet-50 fp16, eager with 1 and 4 instances, then
+#      torch.compile'd, then 4 processes each with its own model): benchmarks/gpu_pipeline.py
+#   4. served figures over HTTP with the bench client: one JPEG per request at --workers 1, 4
+#      and 8, then V2 binary uint8 tensors, 32 images per request; img/s, p50, p99
+#   5. onnxruntime-gpu in-process (CUDA provider, fp16) when it is installed; its rows say
+#      "not installed" when it is absent (docs/gpu.md says how to bring it in four parts)
+#
+# The machine has Python 3.12, torch, torchvision, Pillow, numpy, onnx and a CPU onnxruntime,
+# and no internet: the other wheels travel in .whl/ (benchmarks/gpu_wheels.sh fills it) and are
+# installed with pip --no-deps --target into $SITE, put on PYTHONPATH.
+#
+# Environment: OUT (results; default /tmp/gpu-check), PYTHON (python3), GPU_CHECK_BUDGET_S,
+# PORT (8100), SITE (/tmp/site), CLIENTS (bench client processes per served step, 4).
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DRY="${GPU_CHECK_DRY:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "gpu_check: unknown argument $arg" >&2; exit 2 ;;
+  esac
+done
+PYTHON="${PYTHON:-python3}"
+OUT="${OUT:-/tmp/gpu-check}"
+SITE="${SITE:-/tmp/site}"
+PORT="${PORT:-8100}"
+CLIENTS="${CLIENTS:-4}"
+BUDGET="${GPU_CHECK_BUDGET_S:-450}"
+LOGS="$OUT/logs"
+WORK="$OUT/work"
+STEPS="$OUT/steps.tsv"
+START=$(date +%s)
+SERVER_PID=""
+mkdir -p "$LOGS" "$WORK"
+: >"$STEPS"
+cd "$ROOT" || exit 2
+
+cleanup() {
+  if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null
+  fi
+  if [[ -n "${DMON_PID:-}" ]]; then kill "$DMON_PID" 2>/dev/null; fi
+}
+trap cleanup EXIT INT TERM
+
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+say() { printf '[gpu_check %3ds] %s\n' "$(( $(date +%s) - START ))" "$*" >&2; }
+
+# run NAME BOX CMD...: CMD under timeout min(BOX, time left), output in $LOGS/NAME.log;
+# one line in steps.tsv: name, exit status, seconds, the box it had
+run() {
+  local name=$1 box=$2; shift 2
+  local have; have=$(left)
+  (( have < box )) && box=$have
+  if (( box < 5 )); then
+    say "$name: skipped (no time left)"
+    printf '%s\t%s\t%s\t%s\n' "$name" "skipped" 0 0 >>"$STEPS"
+    return 0
+  fi
+  say "$name (at most ${box}s)"
+  local t0; t0=$(date +%s)
+  timeout -k 5 "$box" "$@" >"$LOGS/$name.log" 2>&1
+  local rc=$?
+  printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - t0 ))" "$box" >>"$STEPS"
+  (( rc == 124 || rc == 137 )) && say "$name: cut at ${box}s"
+  (( rc != 0 && rc != 124 && rc != 137 )) && say "$name: exit $rc (see $LOGS/$name.log)"
+  return 0
+}
+
+# ------------------------------------------------------------------ 0. wheels and environment
+if ! "$PYTHON" -c 'import fastapi, uvicorn, pydantic_settings, httpx, pytest, pytest_asyncio' 2>/dev/null; then
+  if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
+    say "installing $(ls "$ROOT"/.whl/*.whl | wc -l) wheels from .whl/ into $SITE"
+    mkdir -p "$SITE"
+    if ! "$PYTHON" -m pip install --quiet --no-deps --no-index --target "$SITE" "$ROOT"/.whl/*.whl \
+        >"$LOGS/wheels.log" 2>&1; then
+      for w in "$ROOT"/.whl/*.whl; do "$PYTHON" -m zipfile -e "$w" "$SITE" >>"$LOGS/wheels.log" 2>&1; done
+    fi
+  else
+    say "no .whl/ and the server's packages are missing: run benchmarks/gpu_wheels.sh first"
+  fi
+fi
+export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+"$PYTHON" - >"$OUT/env.json" 2>"$LOGS/env.log" <<'PY'
+import ctypes.util, json, os, shutil, subprocess, sys
+env = {"python": sys.version.split()[0],
+       "NVIDIA_DRIVER_CAPABILITIES": os.environ.get("NVIDIA_DRIVER_CAPABILITIES", "(unset)"),
+       "cc": shutil.which("cc") or shutil.which("gcc") or "none (Triton cannot build its launcher)"}
+try:
+    import torch, torchvision
+    env.update(torch=torch.__version__, torchvision=torchvision.__version__,
+               cuda_build=torch.version.cuda, cuda=torch.cuda.is_available(),
+               gpus=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
+except Exception as exc:
+    env["torch"] = f"error: {exc}"
+try:
+    import onnxruntime as ort
+    providers = ort.get_available_providers()
+    env["onnxruntime"] = ort.__version__
+    env["onnxruntime_gpu"] = "installed" if "CUDAExecutionProvider" in providers else "not installed"
+    from app.backends.onnxruntime import find_tensorrt
+    env["tensorrt"] = find_tensorrt() or "libnvinfer not found"
+except Exception as exc:
+    env["onnxruntime"] = f"error: {exc}"
+try:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                          "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+    env["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+except Exception as exc:
+    env["nvidia_smi"] = f"unavailable: {exc}"
+try:
+    import fastapi, uvicorn
+    env["fastapi"], env["uvicorn"] = fastapi.__version__, uvicorn.__version__
+except Exception as exc:
+    env["fastapi"] = f"missing: {exc}"
+print(json.dumps(env, indent=2))
+PY
+say "environment: $(tr -d '\n' <"$OUT/env.json" | head -c 600)"
+
+if [[ "$DRY" == 1 ]]; then
+  DEVICE=cpu; ARCH=resnet-mini
+else
+  DEVICE=cuda:0; ARCH=resnet50
+fi
+
+# ------------------------------------------------------------------ 1. the GPU tests
+TESTS=(tests/backends/torch/test_gpu_decode.py tests/backends/torch/test_compile_limit.py
+       tests/backends/test_onnxruntime_gpu.py tests/test_instance_threads.py)
+if [[ "$DRY" == 1 ]]; then
+  run tests 60 "$PYTHON" -m pytest -q -p no:cacheprovider --collect-only "${TESTS[@]}"
+else
+  run tests 75 "$PYTHON" -m pytest -q -p no:cacheprovider -rs --timeout 70 \
+    --junitxml="$OUT/tests.xml" "${TESTS[@]}"
+fi
+
+# ------------------------------------------------------------------ 2. decode speed and the race
+if command -v nvidia-smi >/dev/null && [[ "$DRY" != 1 ]]; then
+  nvidia-smi dmon -s u -d 1 -o T >"$LOGS/dmon.log" 2>&1 &
+  DMON_PID=$!
+fi
+if [[ "$DRY" == 1 ]]; then
+  run decode 60 "$PYTHON" benchmarks/gpu_decode_check.py --device cpu --small --json "$OUT/decode.json"
+else
+  run decode 35 "$PYTHON" benchmarks/gpu_decode_check.py --device "$DEVICE" --json "$OUT/decode.json"
+fi
+if [[ -n "${DMON_PID:-}" ]]; then kill "$DMON_PID" 2>/dev/null; wait "$DMON_PID" 2>/dev/null; DMON_PID=""; fi
+
+# ------------------------------------------------------------------ 3. in-process pipeline
+if [[ "$DRY" == 1 ]]; then
+  SMALL=(--device cpu --arch resnet-mini --num-images 3 --seconds 0 --warmup 0 --crop 64 --resize 72)
+  run pipeline_eager 90 "$PYTHON" benchmarks/gpu_pipeline.py "${SMALL[@]}" --batch-sizes 2 \
+    --instances 1 2 --processes 2 --process-timeout 80 --json "$OUT/pipeline_eager.json"
+else
+  run pipeline_eager 35 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+    --batch-sizes 64 128 256 --seconds 2 --warmup 2 --instances 1 4 --json "$OUT/pipeline_eager.json"
+  run pipeline_compiled 90 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+    --batch-sizes 128 --compile --seconds 2 --warmup 2 --json "$OUT/pipeline_compiled.json"
+  run pipeline_processes 45 "$PYTHON" benchmarks/gpu_pipeline.py --arch resnet50 --precision fp16 \
+    --batch-sizes 128 --seconds 3 --warmup 2 --processes 4 --process-timeout 35 \
+    --json "$OUT/pipeline_processes.json"
+fi
+
+# ------------------------------------------------------------------ 4. served over HTTP
+MODELS="$WORK/models"
+IMAGES="$WORK/images"
+prepare_served() {
+  "$PYTHON" benchmarks/make_images.py "$IMAGES" --count 32 &&
+  "$PYTHON" -m app.cli export --arch "$ARCH" --weights random --formats eager \
+    --out "$MODELS/$ARCH" --name "$ARCH" &&
+  "$PYTHON" - "$MODELS/$ARCH/config.json" "$DRY" <<'PY'
+import json, sys
+path, dry = sys.argv[1], sys.argv[2] == "1"
+c = json.load(open(path))
+c.update(backend="eager", device="cpu" if dry else "cuda:0", precision="fp32" if dry else "fp16")
+c["input"] = {**c.get("input", {}), "decode": "cpu" if dry else "gpu"}
+c["batching"] = {**c.get("batching", {}), "max_batch_size": 8 if dry else 128,
+                 "instances": 1 if dry else 2, "max_queue_size": 1024}
+json.dump(c, open(path, "w"), indent=2)
+PY
+}
+start_server() {  # WORKERS: returns 0 once /health/ready answers 200
+  local workers=$1
+  RESNET_SERVE_MODELS_DIR="$MODELS" RESNET_SERVE_PORT="$PORT" RESNET_SERVE_HOST=127.0.0.1 \
+    RESNET_SERVE_LOG_LEVEL=warning RESNET_SERVE_SHUTDOWN_GRACE_S=0 \
+    "$PYTHON" -m app.cli serve --workers "$workers" >"$LOGS/server-w$workers.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 180); do
+    if "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health/ready', timeout=1)" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 1
+  done
+  echo "server with --workers $workers never became ready"; tail -20 "$LOGS/server-w$workers.log"
+  return 1
+}
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; SERVER_PID=""
+}
+bench() {  # MODE K CONCURRENCY DURATION LABEL: $CLIENTS bench processes at once
+  local mode=$1 k=$2 conc=$3 duration=$4 label=$5 pids=() c
+  for c in $(seq 1 "$CLIENTS"); do
+    "$PYTHON" -m app.cli bench --url "http://127.0.0.1:$PORT" --model "$ARCH" --images "$IMAGES" \
+      --mode "$mode" --images-per-request "$k" --concurrency "$conc" --duration "$duration" \
+      --warmup 1 --timeout 30 --no-progress --label "$label" \
+      --out "$OUT/served-$label-c$c.json" >"$LOGS/bench-$label-c$c.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+}
+served() {
+  trap 'stop_server' EXIT TERM
+  prepare_served || { echo "could not prepare the served model"; return 1; }
+  if [[ "$1" == 1 ]]; then  # dry: one server, both kinds of load, briefly
+    start_server 1 && { bench raw 1 2 1 jpeg-w1; bench v2-pixels 4 2 1 pixels32-w1; }
+    stop_server
+    return 0
+  fi
+  local w
+  for w in 1 4 8; do
+    if start_server "$w"; then
+      bench raw 1 32 6 "jpeg-w$w"
+      [[ $w == 8 ]] && bench v2-pixels 32 8 6 pixels32-w8
+    fi
+    stop_server
+  done
+}
+export -f start_server stop_server bench prepare_served served
+export PYTHON ARCH MODELS IMAGES PORT CLIENTS OUT LOGS DRY START BUDGET SERVER_PID
+if [[ "$DRY" == 1 ]]; then CLIENTS=1; run served 120 bash -c 'served 1'
+else run served "$(left)" bash -c 'served 0'; fi
+
+# ------------------------------------------------------------------ 5. onnxruntime-gpu, if brought
+ort_gpu=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1])).get("onnxruntime_gpu",""))' "$OUT/env.json" 2>/dev/null)
+ort_inprocess() {
+  local dir="$WORK/models-ort/$ARCH"
+  "$PYTHON" -m app.cli export --arch "$ARCH" --weights random --formats onnx --precisions fp16 \
+    --out "$dir" --name "$ARCH-ort" || return 1
+  "$PYTHON" -m app.cli bench --in-process "$dir" --backend onnxruntime --device cuda:0 \
+    --precision fp16 --batch-sizes 64,128 --min-time 2 --out "$OUT/ort_inprocess.json"
+}
+export -f ort_inprocess
+if [[ "$DRY" != 1 && "$ort_gpu" == installed ]]; then run ort 90 bash -c ort_inprocess; fi
+
+# ------------------------------------------------------------------ the table
+"$PYTHON" benchmarks/gpu_check_report.py "$OUT" --dry "$DRY"
