@@ -43,7 +43,6 @@ def create_app(
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
-        app.state.draining = False
         await repository.load_all()
         log.info(
             "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
@@ -51,8 +50,7 @@ def create_app(
         try:
             yield
         finally:
-            app.state.draining = True
-            await repository.close()
+            await repository.close()  # begins the drain: not ready from here
             decode_pool.shutdown(wait=True)
             log.info("all models closed")
 

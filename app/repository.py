@@ -2,6 +2,13 @@
 
 A model that fails to load is kept, marked failed with its reason, and the server stays up
 (not ready) instead of crash-looping without an explanation.
+
+The repository is the one owner of readiness: a model is ready when it is loaded, its batcher
+accepts work and has a healthy instance, and the server is not draining. `begin_drain()` (the
+server calls it on SIGTERM) turns every model and the server not ready at once while requests
+are still accepted; nothing turns a model ready again afterwards. The `model_ready` gauge is
+set in one place, `ServedModel.publish_ready()`, from that same state: the batcher only says
+when its health changed.
 """
 
 from __future__ import annotations
@@ -35,13 +42,15 @@ class ServedModel:
     batcher: DynamicBatcher | None = None
     info: BackendInfo | None = None
     load_seconds: float | None = None
+    draining: bool = False  # set by ModelRepository.begin_drain(), never cleared
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @property
-    def ready(self) -> bool:
+    def serving(self) -> bool:
+        """Takes requests now (also in the grace period of a drain, when it is not ready)."""
         return (
             self.state == READY
             and self.batcher is not None
@@ -49,8 +58,17 @@ class ServedModel:
             and self.batcher.healthy
         )
 
+    @property
+    def ready(self) -> bool:
+        """What health checks, /v1/models, V2 and the model_ready gauge report."""
+        return self.serving and not self.draining
+
+    def publish_ready(self) -> None:
+        """The one place the model_ready gauge is set: it follows `ready`."""
+        self.telemetry.ready.set(1 if self.ready else 0)
+
     def require_ready(self) -> DynamicBatcher:
-        if not self.ready or self.batcher is None:
+        if not self.serving or self.batcher is None:
             why = f": {self.reason}" if self.reason else ""
             if self.state == READY and self.batcher is not None and not self.batcher.healthy:
                 why = ": every instance is busy with a batch that outlived infer_timeout_s"
@@ -128,6 +146,7 @@ class ModelRepository:
         self.models: dict[str, ServedModel] = {
             c.name: ServedModel(c, metrics.for_model(c.name)) for c in configs
         }
+        self.draining = False
 
     def get(self, name: str) -> ServedModel:
         try:
@@ -138,7 +157,17 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(m.ready for m in self.models.values())
+        return (
+            not self.draining and bool(self.models) and all(m.ready for m in self.models.values())
+        )
+
+    def begin_drain(self) -> None:
+        """Not ready from now on (requests are still accepted until close()). Safe to call
+        from a signal handler: it only sets flags and gauges."""
+        self.draining = True
+        for model in self.models.values():
+            model.draining = True
+            model.publish_ready()
 
     async def load_all(self) -> None:
         for model in self.models.values():
@@ -168,10 +197,11 @@ class ModelRepository:
             model.telemetry,
             pad_to_bucket=cfg.pads_to_bucket,
             retry_after_s=self.retry_after_s,
+            on_health_change=model.publish_ready,
         )
         model.batcher.start()
         model.state = READY
-        model.telemetry.ready.set(1)
+        model.publish_ready()
         model.telemetry.set_info(cfg.backend, info.device, cfg.precision)
         log.info(
             "model %s ready in %.1f s: backend %s on %s (%s), providers %s, %d instance(s)",
@@ -185,12 +215,13 @@ class ModelRepository:
         )
 
     def stop_accepting(self) -> None:
+        self.begin_drain()
         for model in self.models.values():
-            model.telemetry.ready.set(0)
             if model.batcher is not None:
                 model.batcher.stop_accepting()
                 if model.state == READY:
                     model.state = STOPPING
+            model.publish_ready()
 
     async def close(self) -> None:
         """Finish every accepted request, then release every model."""
@@ -203,3 +234,4 @@ class ModelRepository:
             model.backends.clear()
             if model.state != FAILED:
                 model.state = STOPPED
+            model.publish_ready()

@@ -70,8 +70,8 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready", responses={503: {}})
-async def ready(request: Request, repository: RepositoryDep) -> JSONResponse:
-    ok = repository.ready and not getattr(request.app.state, "draining", False)
+async def ready(repository: RepositoryDep) -> JSONResponse:
+    ok = repository.ready  # false while draining: the repository owns readiness
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
