@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
     workers: int = Field(1, ge=1, description="Server processes sharing the port.")
+    model_control: Literal["none", "explicit"] = Field(
+        "none",
+        description="Model repository API (Triton's --model-control-mode): 'none' serves what "
+        "is in the repository at start and refuses load/unload (403); 'explicit' allows "
+        "POST /v2/repository/models/{name}/load and /unload (reload without downtime).",
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",

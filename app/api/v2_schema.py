@@ -30,7 +30,13 @@ FILES_DESCRIPTION = (
     "decoded, resized and centre-cropped by the server as /v1 classify does"
 )
 
-EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+]
 # Triton's platform names for what each backend runs.
 PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
