@@ -23,6 +23,8 @@ The API adapters (HTTP here, gRPC) only call `index()`, `load()` and `unload()`.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import time
@@ -183,6 +185,16 @@ def _close_quietly(backend: Backend) -> None:
         backend.close()
     except Exception as exc:
         log.warning("closing %s failed: %s", backend.name, exc)
+
+
+def _return_freed_memory() -> None:
+    """Hand the heap a released model leaves behind back to the OS (glibc keeps it otherwise,
+    so repeated reloads look like a leak in RSS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _close_all(backends: list[Backend]) -> None:
@@ -382,6 +394,8 @@ class ModelRepository:
             instances.backends.clear()
 
         await asyncio.gather(*(one(o) for o in old))
+        if old:
+            await asyncio.to_thread(_return_freed_memory)
 
     def stop_accepting(self) -> None:
         self.begin_drain()

@@ -1,6 +1,8 @@
 """A tiny real ONNX model for tests that swap exports many times: uint8 [N, 16, 16, 3] ->
-per-channel means -> a seeded linear layer -> logits [N, 10]. Served by the real onnxruntime
-backend in milliseconds; two seeds give two models whose answers differ."""
+per-channel means -> two seeded linear layers (3 -> HIDDEN -> 10) -> logits [N, 10]. Served by
+the real onnxruntime backend in milliseconds; two seeds give two models whose answers differ.
+HIDDEN makes the weights about 1.7 MB: big enough that keeping old copies alive shows in the
+server's memory, small enough to load in a blink."""
 
 from __future__ import annotations
 
@@ -10,20 +12,21 @@ import numpy as np
 
 from app.config import ModelConfig
 
-CROP, CLASSES = 16, 10
+CROP, CLASSES, HIDDEN = 16, 10, 32768
 
 
-def weights(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def weights(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    w = rng.normal(size=(3, CLASSES)).astype(np.float32)
+    w1 = (rng.normal(size=(3, HIDDEN)) / 128).astype(np.float32)
+    w2 = (rng.normal(size=(HIDDEN, CLASSES)) / np.sqrt(HIDDEN)).astype(np.float32)
     b = rng.normal(size=CLASSES).astype(np.float32)
-    return w, b
+    return w1, w2, b
 
 
 def expected_logits(images: np.ndarray, seed: int) -> np.ndarray:
-    w, b = weights(seed)
-    means = images.astype(np.float32).mean(axis=(1, 2))
-    return means @ w + b  # type: ignore[no-any-return]
+    w1, w2, b = weights(seed)
+    means = images.astype(np.float64).mean(axis=(1, 2))
+    return (means @ w1.astype(np.float64) @ w2.astype(np.float64) + b).astype(np.float32)  # type: ignore[no-any-return]
 
 
 def write_tiny_model(directory: Path, seed: int, name: str = "tiny", **overrides: object) -> Path:
@@ -31,18 +34,19 @@ def write_tiny_model(directory: Path, seed: int, name: str = "tiny", **overrides
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    w, b = weights(seed)
+    w1, w2, b = weights(seed)
     graph = helper.make_graph(
         [
             helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["x"], ["m"], axes=[1, 2], keepdims=0),
-            helper.make_node("MatMul", ["m", "w"], ["y"]),
+            helper.make_node("MatMul", ["m", "w1"], ["h"]),
+            helper.make_node("MatMul", ["h", "w2"], ["y"]),
             helper.make_node("Add", ["y", "b"], ["logits"]),
         ],
         "tiny",
         [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", CROP, CROP, 3])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (w2, "w2"), (b, "b"))],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
