@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
             "log_level": args.log_level,
             "backends": args.backends,
             "workers": args.workers,
+            "model_control": args.model_control_mode,
         }.items()
         if v is not None
     }
@@ -108,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers", type=int, help="server processes sharing the port (env RESNET_SERVE_WORKERS)"
+    )
+    serve.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit"],
+        help="none: serve the repository as found at start; explicit: allow the repository "
+        "API's load and unload (env RESNET_SERVE_MODEL_CONTROL, default none)",
     )
     serve.set_defaults(func=_serve)
 

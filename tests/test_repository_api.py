@@ -260,3 +260,16 @@ async def test_load_is_refused_with_several_workers(tmp_path: Path, workers: int
     async with app_client(make_app(tmp_path, workers=workers, **EXPLICIT)) as c:
         r = await c.post("/v2/repository/models/fake/load")
         assert r.status_code == 403 and "workers" in r.json()["error"]
+
+
+async def test_repository_calls_need_the_token(tmp_path: Path) -> None:
+    write_fake_model(tmp_path, "fake")
+    app = make_app(tmp_path, auth_token="s3cret", **EXPLICIT)
+    async with app_client(app) as c:
+        for path in ("index", "models/fake/load", "models/fake/unload"):
+            r = await c.post(f"/v2/repository/{path}")
+            assert r.status_code == 401, path
+        auth = {"Authorization": "Bearer s3cret"}
+        assert (await c.post("/v2/repository/index", headers=auth)).status_code == 200
+        assert (await c.post("/v2/repository/models/fake/load", headers=auth)).status_code == 200
+        assert (await c.get("/v2/models/fake", headers=auth)).status_code == 200
