@@ -38,7 +38,7 @@ async def _options(request: Request) -> dict[str, Any]:
     return value
 
 
-@router.post("/index", responses={401: {}})
+@router.post("/index", responses={400: {}, 401: {}})
 async def index(request: Request, repository: RepositoryDep) -> JSONResponse:
     """Every model folder with its served versions, state and reason. Body (optional):
     {"ready": true} lists only the models ready to serve."""
