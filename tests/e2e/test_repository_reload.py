@@ -71,6 +71,7 @@ def exports(tmp_path: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.slow  # 10-20 s on a loaded 2-core machine
 def test_five_swaps_under_load_lose_nothing_and_switch_at_the_load(  # type: ignore[no-untyped-def]
     tmp_path: Path, exports: dict[str, Path], start_server
 ) -> None:
@@ -147,6 +148,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow  # 10-20 s on a loaded 2-core machine
 def test_memory_after_twenty_swaps_stays_within_ten_percent_of_one(  # type: ignore[no-untyped-def]
     tmp_path: Path, exports: dict[str, Path], start_server
 ) -> None:
