@@ -133,9 +133,12 @@ class DynamicBatcher:
         pad_to_bucket: bool = False,
         retry_after_s: float = 1.0,
         executors: list[ThreadPoolExecutor] | None = None,
+        on_health_change: Callable[[], None] | None = None,
     ) -> None:
         """executors: one single-thread executor per backend, the thread that loaded and
-        warmed it up (CUDA graphs and streams belong to a thread); made here when absent."""
+        warmed it up (CUDA graphs and streams belong to a thread); made here when absent.
+        `on_health_change` is called whenever `healthy` may have changed (every instance
+        stuck, or one back): the owner of readiness decides what that means."""
         if not backends:
             raise ValueError("a batcher needs at least one backend instance")
         if executors is not None and len(executors) != len(backends):
@@ -147,6 +150,7 @@ class DynamicBatcher:
         self.telemetry = telemetry
         self.pad_to_bucket = pad_to_bucket
         self.retry_after_s = retry_after_s
+        self._on_health_change = on_health_change
         self._queue: deque[WorkItem] = deque()
         self._work = asyncio.Event()
         self._accepting = False
@@ -398,8 +402,8 @@ class DynamicBatcher:
         self._busy -= 1  # its requests are answered: drain() need not wait for this call
         if not self._queue and not self._busy:
             self._idle.set()
+        self._health_changed()
         if not self.healthy:
-            self.telemetry.ready.set(0)
             log.error("model %s: every instance is stuck: not ready until one returns", self.model)
         try:
             await call
@@ -408,9 +412,12 @@ class DynamicBatcher:
         finally:
             self._stuck -= 1
             self._busy += 1  # balanced by the worker's own decrement when this returns
-            if self.healthy and self._accepting:
-                self.telemetry.ready.set(1)
+            self._health_changed()
             log.warning("model %s: the stuck call returned; instance back at work", self.model)
+
+    def _health_changed(self) -> None:
+        if self._on_health_change is not None:
+            self._on_health_change()
 
 
 def _first_error(errors: dict[int, Exception], offset: int, item: WorkItem) -> Exception | None:

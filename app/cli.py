@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
             "backends": args.backends,
             "workers": args.workers,
             "grpc_port": args.grpc_port,
+            "model_control": args.model_control_mode,
         }.items()
         if v is not None
     }
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--grpc-port",
         type=int,
         help="KServe V2 gRPC port, 0 for none (env RESNET_SERVE_GRPC_PORT, default 8001)",
+    )
+    serve.add_argument(
+        "--model-control-mode",
+        choices=["none", "explicit"],
+        help="none: serve the repository as found at start; explicit: allow the repository "
+        "API's load and unload (env RESNET_SERVE_MODEL_CONTROL, default none)",
     )
     serve.set_defaults(func=_serve)
 

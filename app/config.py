@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     decode_costly_queue: int = Field(
         4, ge=0, description="Costly images waiting for a costly slot; more get 503 at once."
     )
+    model_control: Literal["none", "explicit"] = Field(
+        "none",
+        description="Model repository API (Triton's --model-control-mode): 'none' serves what "
+        "is in the repository at start and refuses load/unload (403); 'explicit' allows "
+        "POST /v2/repository/models/{name}/load and /unload (reload without downtime).",
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",
@@ -400,21 +406,9 @@ def read_model_config(directory: Path) -> ModelConfig:
 def load_model_configs(
     models_dir: Path, extra_backends: list[str] | None = None
 ) -> list[ModelConfig]:
-    """Every model to serve from a repository: each folder's config, its variants, and one
-    copy per extra backend asked for (named <model>-<backend>)."""
-    if not models_dir.is_dir():
-        raise FileNotFoundError(f"model repository {models_dir} does not exist")
-    configs: list[ModelConfig] = []
-    for directory in sorted(p for p in models_dir.iterdir() if (p / CONFIG_FILE).is_file()):
-        base = read_model_config(directory)
-        configs.append(base)
-        for name, overrides in base.variants.items():
-            configs.append(base.variant(name, **overrides))
-        for backend in extra_backends or []:
-            if backend != base.backend:
-                configs.append(base.variant(f"{base.name}-{backend}", backend=backend))
-    names = [c.name for c in configs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"model names served twice: {', '.join(duplicates)}")
-    return configs
+    """Every model to serve from a repository: each folder's config (or its served version
+    folders), its variants, and one copy per extra backend asked for (named <model>-<backend>).
+    The folder rules live in app.model_folders (imported here: it builds on this module)."""
+    from app.model_folders import scan
+
+    return [c for configs in scan(models_dir, extra_backends).values() for c in configs]

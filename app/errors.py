@@ -58,5 +58,13 @@ class InferenceError(ServeError):
     """The backend failed while running a batch (500); other batches are unaffected."""
 
 
+class ModelControlDisabled(ServeError):
+    """Load / unload asked while the model control mode does not allow them (403)."""
+
+
+class ModelLoadFailed(ServeError):
+    """A load of the model repository failed; what served before still serves (400)."""
+
+
 class Unauthorized(ServeError):
     """Missing or wrong bearer token (401)."""

@@ -14,7 +14,7 @@ from app import __version__, api
 from app.api import grpc_service
 from app.api.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
-from app.config import ModelConfig, Settings, load_model_configs
+from app.config import ModelConfig, Settings
 from app.metrics import Metrics
 from app.repository import ModelRepository
 from app.service import DataPlane
@@ -33,18 +33,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         register_plugins(settings.backend_plugins)
-        model_configs = (
-            configs
-            if configs is not None
-            else load_model_configs(settings.models_dir, list(settings.backends))
-        )
-        if not model_configs:
+        if configs is not None:
+            repository = ModelRepository(configs, app.state.metrics, settings.retry_after_s)
+        else:
+            repository = ModelRepository.from_directory(
+                settings.models_dir,
+                app.state.metrics,
+                settings.retry_after_s,
+                extra_backends=list(settings.backends),
+                model_control=settings.model_control,
+                workers=settings.workers,
+            )
+        if not repository.models:
             log.warning("no model found in %s: the server will never be ready", settings.models_dir)
-        repository = ModelRepository(model_configs, app.state.metrics, settings.retry_after_s)
         decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
-        app.state.draining = False
         await repository.load_all()
         grpc_server = None
         try:
@@ -54,8 +58,8 @@ def create_app(
             )
             yield
         finally:
-            app.state.draining = True
-            await grpc_service.stop(grpc_server, settings)  # answers the accepted calls first
+            repository.begin_drain()  # not ready from here; gRPC answers its accepted calls
+            await grpc_service.stop(grpc_server, settings)
             await repository.close()
             decode_pool.shutdown(wait=True)
             log.info("all models closed")

@@ -1,33 +1,69 @@
-"""The served models: load, warm up and start each one, report its state, close them all.
+"""The served models: load, warm up and start each one, report its state, reload or unload
+one folder while the others serve, close them all.
 
 A model that fails to load is kept, marked failed with its reason, and the server stays up
 (not ready) instead of crash-looping without an explanation.
+
+The repository is the one owner of readiness: a model is ready when it is loaded, its batcher
+accepts work and has a healthy instance, and the server is not draining. `begin_drain()` (the
+server calls it on SIGTERM) turns every model and the server not ready at once while requests
+are still accepted; nothing turns a model ready again afterwards. The `model_ready` gauge is
+set in one place, `ModelRepository.publish_ready()`, from that same state: the batcher only
+says when its health changed.
+
+Reload without downtime (`load(name)`, Triton's model repository extension): the new instances
+are built and warmed beside the old ones, then every served model of the folder switches in
+one step of the event loop (no await between): a request is bound to a batcher when it is
+queued, so requests already queued finish on the old instances and every later one goes to the
+new; the old batcher is then drained and its instances closed. A failed load changes nothing
+and says why. `unload(name)` stops accepting (503), drains, closes, and the name answers 404.
+The API adapters (HTTP here, gRPC) only call `index()`, `load()` and `unload()`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from app.backends import Backend, BackendInfo, create_backend
 from app.batching import DynamicBatcher, bucket_sizes, instance_executor
 from app.config import ModelConfig
-from app.errors import ModelNotFound, ModelNotReady
+from app.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
+from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
 from app.placement import instance_configs
 
 log = logging.getLogger(__name__)
 
 LOADING, READY, FAILED, STOPPING, STOPPED = "loading", "ready", "failed", "stopping", "stopped"
+UNLOADING = "unloading"
+ModelControl = Literal["none", "explicit"]
+
+
+@dataclass
+class Instances:
+    """One built model: its loaded, warmed instances and the started batcher over them."""
+
+    config: ModelConfig
+    backends: list[Backend]
+    batcher: DynamicBatcher
+    info: BackendInfo
+    load_seconds: float
 
 
 @dataclass
 class ServedModel:
+    """One served (name, version). The object a request holds stays the same across a reload:
+    only its instances change (see the module's docstring)."""
+
     config: ModelConfig
     telemetry: ModelTelemetry
     state: str = LOADING
@@ -36,13 +72,17 @@ class ServedModel:
     batcher: DynamicBatcher | None = None
     info: BackendInfo | None = None
     load_seconds: float | None = None
+    draining: bool = False  # set by ModelRepository.begin_drain(), never cleared
+    folder: str | None = None  # the repository folder it came from (None: configs given)
+    replaced_by: ServedModel | None = None  # a version no longer served: its successor
 
     @property
     def name(self) -> str:
         return self.config.name
 
     @property
-    def ready(self) -> bool:
+    def serving(self) -> bool:
+        """Takes requests now (also in the grace period of a drain, when it is not ready)."""
         return (
             self.state == READY
             and self.batcher is not None
@@ -50,13 +90,38 @@ class ServedModel:
             and self.batcher.healthy
         )
 
+    @property
+    def ready(self) -> bool:
+        """What health checks, /v1/models, V2 and the model_ready gauge report."""
+        return self.serving and not self.draining
+
     def require_ready(self) -> DynamicBatcher:
-        if not self.ready or self.batcher is None:
+        """The batcher to queue a request on now (call submit() before any await)."""
+        if self.replaced_by is not None:
+            return self.replaced_by.require_ready()
+        if not self.serving or self.batcher is None:
             why = f": {self.reason}" if self.reason else ""
             if self.state == READY and self.batcher is not None and not self.batcher.healthy:
                 why = ": every instance is busy with a batch that outlived infer_timeout_s"
             raise ModelNotReady(f"model {self.name!r} is {self.state}{why}")
         return self.batcher
+
+    def attach(self, built: Instances) -> Instances | None:
+        """Serve `built` from now on; returns the instances it served until now."""
+        old = self.detach()
+        self.config, self.backends, self.batcher = built.config, built.backends, built.batcher
+        self.info, self.load_seconds = built.info, built.load_seconds
+        self.state, self.reason = READY, None
+        return old
+
+    def detach(self) -> Instances | None:
+        old = None
+        if self.batcher is not None and self.info is not None:
+            old = Instances(
+                self.config, self.backends, self.batcher, self.info, self.load_seconds or 0.0
+            )
+        self.backends, self.batcher = [], None
+        return old
 
     def describe(self) -> dict[str, Any]:
         cfg = self.config
@@ -95,6 +160,7 @@ class ServedModel:
             "details": info.details if info else {},
             "export_check": cfg.export_check,
             "load_seconds": self.load_seconds,
+            "folder": self.folder,
             "worker_pid": os.getpid(),  # which server process answered (several with workers > 1)
         }
 
@@ -136,31 +202,160 @@ def _close_quietly(backend: Backend) -> None:
         log.warning("closing %s failed: %s", backend.name, exc)
 
 
+def _return_freed_memory() -> None:
+    """Hand the heap a released model leaves behind back to the OS (glibc keeps it otherwise,
+    so repeated reloads look like a leak in RSS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _close_all(backends: list[Backend]) -> None:
+    for b in backends:
+        _close_quietly(b)
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)
+
+
 class ModelRepository:
-    def __init__(self, configs: list[ModelConfig], metrics: Metrics, retry_after_s: float = 1.0):
+    def __init__(
+        self,
+        configs: list[ModelConfig],
+        metrics: Metrics,
+        retry_after_s: float = 1.0,
+        *,
+        models_dir: Path | None = None,
+        owners: dict[str, str] | None = None,
+        extra_backends: list[str] | None = None,
+        model_control: ModelControl = "none",
+        workers: int = 1,
+    ) -> None:
+        """`configs` are served at start; `owners` (served name -> folder) ties them to the
+        folders of `models_dir` for the repository calls (see `from_directory`)."""
         self.metrics = metrics
         self.retry_after_s = retry_after_s
-        self.models: dict[str, ServedModel] = {
-            c.name: ServedModel(c, metrics.for_model(c.name)) for c in configs
-        }
+        self.models_dir = models_dir
+        self.extra_backends = list(extra_backends or [])
+        self.model_control = model_control
+        self.workers = workers
+        self.draining = False
+        self._telemetry: dict[str, ModelTelemetry] = {}
+        self.versions: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model
+        self.models: dict[str, ServedModel] = {}  # name -> its highest served version
+        self.owner: dict[str, str] = dict(owners or {})  # served name -> folder
+        self.load_errors: dict[str, str] = {}  # folder -> why its last load failed
+        self._fingerprints: dict[str, tuple[tuple[str, int, int], ...]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._busy: dict[str, str] = {}  # folder -> LOADING / UNLOADING while it runs
+        for c in configs:
+            model = ServedModel(c, self._telemetry_of(c.name), folder=self.owner.get(c.name))
+            self.versions.setdefault(c.name, {})[c.version] = model
+        self._refresh_defaults(list(self.versions))
 
-    def get(self, name: str) -> ServedModel:
+    @classmethod
+    def from_directory(
+        cls,
+        models_dir: Path,
+        metrics: Metrics,
+        retry_after_s: float = 1.0,
+        *,
+        extra_backends: list[str] | None = None,
+        model_control: ModelControl = "none",
+        workers: int = 1,
+    ) -> ModelRepository:
+        """Every folder of a model repository (raises on a bad config, as at every start)."""
+        folders = scan(models_dir, extra_backends)
+        configs = [c for cs in folders.values() for c in cs]
+        owners = {c.name: folder for folder, cs in folders.items() for c in cs}
+        repo = cls(
+            configs,
+            metrics,
+            retry_after_s,
+            models_dir=models_dir,
+            owners=owners,
+            extra_backends=extra_backends,
+            model_control=model_control,
+            workers=workers,
+        )
+        listed = list_folders(models_dir)
+        for name in folders:
+            repo._fingerprints[name] = fingerprint(listed[name])
+        return repo
+
+    # ------------------------------------------------------------------ lookups
+    def _telemetry_of(self, name: str) -> ModelTelemetry:
+        """One per name, kept across reloads: statistics survive a new version."""
+        if name not in self._telemetry:
+            self._telemetry[name] = self.metrics.for_model(name)
+        return self._telemetry[name]
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
         try:
-            return self.models[name]
+            model = self.models[name]
         except KeyError:
             known = ", ".join(sorted(self.models)) or "none"
             raise ModelNotFound(f"no model named {name!r} (served: {known})") from None
+        if version is None:
+            return model
+        served = self.versions.get(name, {})
+        if version not in served:
+            raise ModelNotFound(
+                f"model {name!r} has no version {version!r} (served: {', '.join(served)})"
+            )
+        return served[version]
 
+    def served_versions(self, name: str) -> list[str]:
+        return list(self.versions.get(name, {}))
+
+    def all_served(self) -> list[ServedModel]:
+        """Every served (name, version)."""
+        return [m for versions in self.versions.values() for m in versions.values()]
+
+    def _refresh_defaults(self, names: list[str]) -> None:
+        for name in names:
+            served = self.versions.get(name)
+            if not served:
+                self.versions.pop(name, None)
+                self.models.pop(name, None)
+                continue
+            ordered = dict(sorted(served.items(), key=lambda kv: _version_key(kv[0])))
+            self.versions[name] = ordered
+            self.models[name] = ordered[next(reversed(ordered))]
+
+    # ------------------------------------------------------------------ readiness
     @property
     def ready(self) -> bool:
-        return bool(self.models) and all(m.ready for m in self.models.values())
+        return (
+            not self.draining and bool(self.models) and all(m.ready for m in self.models.values())
+        )
 
+    def publish_ready(self, name: str) -> None:
+        """The one place the model_ready gauge is set: it follows the name's served model."""
+        telemetry = self._telemetry.get(name)
+        if telemetry is not None:
+            model = self.models.get(name)
+            telemetry.ready.set(1 if model is not None and model.ready else 0)
+
+    def begin_drain(self) -> None:
+        """Not ready from now on (requests are still accepted until close()). Safe to call
+        from a signal handler: it only sets flags and gauges."""
+        self.draining = True
+        for model in self.all_served():
+            model.draining = True
+        for name in list(self._telemetry):
+            self.publish_ready(name)
+
+    # ------------------------------------------------------------------ start and stop
     async def load_all(self) -> None:
-        for model in self.models.values():
-            await self.load(model)
+        for model in self.all_served():
+            await self._start(model)
 
-    async def load(self, model: ServedModel) -> None:
-        cfg = model.config
+    async def _build(self, cfg: ModelConfig) -> Instances:
+        """Load, warm up and start one model beside whatever serves now."""
         if cfg.weights_fallback:
             log.warning(
                 "model %s serves RANDOM weights (ImageNet weights could not be downloaded at "
@@ -168,50 +363,70 @@ class ModelRepository:
                 cfg.name,
             )
         started = time.perf_counter()
-        try:
-            backends, info, executors = await asyncio.to_thread(_load_instances, cfg)
-        except Exception as exc:
-            model.state, model.reason = FAILED, f"load failed: {type(exc).__name__}: {exc}"
-            log.error("model %s: %s", cfg.name, model.reason)
-            return
-        model.backends, model.info = backends, info
-        model.load_seconds = round(time.perf_counter() - started, 3)
-        model.batcher = DynamicBatcher(
+        backends, info, executors = await asyncio.to_thread(_load_instances, cfg)
+        batcher = DynamicBatcher(
             cfg.name,
             backends,
             cfg.batching,
-            model.telemetry,
+            self._telemetry_of(cfg.name),
             pad_to_bucket=cfg.pads_to_bucket,
             retry_after_s=self.retry_after_s,
             executors=executors,
+            on_health_change=lambda: self.publish_ready(cfg.name),
         )
-        model.batcher.start()
-        model.state = READY
-        model.telemetry.ready.set(1)
-        model.telemetry.set_info(cfg.backend, info.device, cfg.precision)
+        batcher.start()
+        seconds = round(time.perf_counter() - started, 3)
         log.info(
-            "model %s ready in %.1f s: backend %s on %s (%s), providers %s, %d instance(s)",
+            "model %s version %s ready in %.1f s: backend %s on %s (%s), providers %s, "
+            "%d instance(s)",
             cfg.name,
-            model.load_seconds,
+            cfg.version,
+            seconds,
             cfg.backend,
             info.device,
             cfg.precision,
             info.providers,
             len(backends),
         )
+        return Instances(cfg, backends, batcher, info, seconds)
+
+    async def _start(self, model: ServedModel) -> None:
+        try:
+            built = await self._build(model.config)
+        except Exception as exc:
+            model.state, model.reason = FAILED, f"load failed: {type(exc).__name__}: {exc}"
+            log.error("model %s: %s", model.name, model.reason)
+            return
+        model.attach(built)
+        model.telemetry.set_info(built.config.backend, built.info.device, built.config.precision)
+        self.publish_ready(model.name)
+
+    async def _retire(self, old: list[Instances]) -> None:
+        """Finish what the old instances accepted, then release them."""
+
+        async def one(instances: Instances) -> None:
+            await instances.batcher.close()
+            await asyncio.to_thread(_close_all, instances.backends)
+            instances.backends.clear()
+
+        await asyncio.gather(*(one(o) for o in old))
+        if old:
+            await asyncio.to_thread(_return_freed_memory)
 
     def stop_accepting(self) -> None:
-        for model in self.models.values():
-            model.telemetry.ready.set(0)
+        self.begin_drain()
+        for model in self.all_served():
             if model.batcher is not None:
                 model.batcher.stop_accepting()
                 if model.state == READY:
                     model.state = STOPPING
+        for name in list(self._telemetry):
+            self.publish_ready(name)
 
     async def close(self) -> None:
         """Finish every accepted request, then release every model."""
         self.stop_accepting()
-        for model in self.models.values():
+        for model in self.all_served():
             if model.batcher is not None:
                 await model.batcher.close()
             for backend in model.backends:
@@ -219,3 +434,215 @@ class ModelRepository:
             model.backends.clear()
             if model.state != FAILED:
                 model.state = STOPPED
+        for name in list(self._telemetry):
+            self.publish_ready(name)
+
+    # ------------------------------------------------------------------ repository API
+    def _check_control(self, action: str) -> None:
+        if self.model_control != "explicit":
+            raise ModelControlDisabled(
+                f"{action} is disabled: model control mode is {self.model_control!r}; start the "
+                "server with RESNET_SERVE_MODEL_CONTROL=explicit to allow load and unload"
+            )
+        if self.workers > 1:
+            raise ModelControlDisabled(
+                f"{action} is disabled with workers > 1: each worker process holds its own "
+                "models and a call reaches only one of them; restart the workers instead"
+            )
+
+    def _folder(self, name: str) -> Folder:
+        return resolve_folder(self.models_dir, name, self.owner)
+
+    def _lock(self, folder: str) -> asyncio.Lock:
+        return self._locks.setdefault(folder, asyncio.Lock())
+
+    def _models_of(self, folder: str) -> list[ServedModel]:
+        return [m for m in self.all_served() if m.folder == folder]
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model folder of the repository with its served models: Triton's repository
+        index (name, version, state READY / UNAVAILABLE / LOADING / UNLOADING, reason)."""
+        folders = list(list_folders(self.models_dir)) if self.models_dir is not None else []
+        folders += sorted({m.folder for m in self.all_served() if m.folder} - set(folders))
+        entries: list[dict[str, str]] = []
+        for folder in folders:
+            models = self._models_of(folder)
+            busy = self._busy.get(folder)
+            if not models:
+                error = self.load_errors.get(folder)
+                state = busy or "UNAVAILABLE"
+                entries.append(
+                    {
+                        "name": folder,
+                        "state": state,
+                        "reason": error or ("" if busy else "unloaded"),
+                    }
+                )
+            for m in sorted(models, key=lambda m: (m.name, _version_key(m.config.version))):
+                entries.append(self._entry(m, busy, self.load_errors.get(folder)))
+        entries += [self._entry(m, None, None) for m in self.all_served() if m.folder is None]
+        if ready_only:
+            entries = [e for e in entries if e["state"] == "READY"]
+        return entries
+
+    def _entry(self, m: ServedModel, busy: str | None, error: str | None) -> dict[str, str]:
+        if m.state in (UNLOADING, STOPPING) or busy == "UNLOADING":
+            state, reason = "UNLOADING", ""
+        elif m.ready:
+            state = "READY"
+            reason = f"serving the previous load; the last one failed: {error}" if error else ""
+            if busy == "LOADING":
+                reason = "serving; a new load is being built beside it"
+        elif m.state == LOADING:
+            state, reason = "LOADING", ""
+        else:
+            state = "UNAVAILABLE"
+            reason = m.reason or ("draining" if m.draining else f"not ready ({m.state})")
+        return {"name": m.name, "version": m.config.version, "state": state, "reason": reason}
+
+    async def load(self, name: str) -> list[dict[str, str]]:
+        """Load a folder of the repository (a folder name, or a model it serves), or reload it
+        if its files changed: built and warmed beside what serves now, then switched at once.
+        Returns the folder's index entries. Raises ModelControlDisabled, InvalidInput (not a
+        plain name), ModelNotFound (no such folder), ModelLoadFailed (nothing changed)."""
+        self._check_control("load")
+        folder = self._folder(name)
+        async with self._lock(folder.name):
+            if self.draining:
+                raise ModelNotReady("the server is shutting down: nothing is loaded")
+            current = self._models_of(folder.name)
+            mark = await asyncio.to_thread(fingerprint, folder)
+            if (
+                current
+                and mark == self._fingerprints.get(folder.name)
+                and all(m.ready for m in current)
+            ):
+                log.info("load %s: unchanged and serving; nothing to do", folder.name)
+                return self._folder_index(folder.name)
+            self._busy[folder.name] = "LOADING"
+            try:
+                built = await self._build_folder(folder)
+            except Exception as exc:
+                reason = f"load failed: {exc}"
+                self.load_errors[folder.name] = reason
+                keeps = "; the previous one keeps serving" if current else ""
+                log.error("load %s: %s%s", folder.name, reason, keeps)
+                raise ModelLoadFailed(f"model {folder.name!r}: {reason}{keeps}") from None
+            finally:
+                self._busy.pop(folder.name, None)
+            if self.draining:  # SIGTERM while it was being built
+                await self._retire(built)  # type: ignore[unreachable]  # begin_drain() may run during the awaits above
+                raise ModelNotReady("the server is shutting down: nothing is loaded")
+            retired = self._switch(folder.name, built)
+            self._fingerprints[folder.name] = mark
+            self.load_errors.pop(folder.name, None)
+            log.info(
+                "load %s: now serving %s; draining the previous instances",
+                folder.name,
+                ", ".join(f"{b.config.name} v{b.config.version}" for b in built),
+            )
+            await self._retire(retired)
+            return self._folder_index(folder.name)
+
+    def _folder_index(self, folder: str) -> list[dict[str, str]]:
+        return [e for e in self.index() if self.owner.get(e["name"], e["name"]) == folder]
+
+    async def _build_folder(self, folder: Folder) -> list[Instances]:
+        configs = await asyncio.to_thread(read_folder, folder, self.extra_backends)
+        clash = sorted(
+            c.name for c in configs if c.name in self.owner and self.owner[c.name] != folder.name
+        )
+        if clash:
+            raise ValueError(f"model names already served from another folder: {clash}")
+        built: list[Instances] = []
+        try:
+            for cfg in configs:
+                cfg_name = f"{cfg.name} version {cfg.version}"
+                try:
+                    built.append(await self._build(cfg))
+                except Exception as exc:
+                    raise ValueError(f"{cfg_name}: {type(exc).__name__}: {exc}") from exc
+        except BaseException:
+            await self._retire(built)
+            raise
+        return built
+
+    def _switch(self, folder: str, built: list[Instances]) -> list[Instances]:
+        """Serve `built` for this folder from now on; no await in here: one step of the loop.
+        Returns the instances that served until now (to drain and close)."""
+        retired: list[Instances] = []
+        keep = {(b.config.name, b.config.version) for b in built}
+        touched = {m.name for m in self._models_of(folder)}
+        for b in built:
+            name, version = b.config.name, b.config.version
+            model = self.versions.get(name, {}).get(version)
+            if model is None:
+                model = ServedModel(b.config, self._telemetry_of(name), folder=folder)
+                model.draining = self.draining
+                self.versions.setdefault(name, {})[version] = model
+            old = model.attach(b)
+            if old is not None:
+                retired.append(old)
+            model.telemetry.set_info(b.config.backend, b.info.device, b.config.precision)
+            self.owner[name] = folder
+            touched.add(name)
+        gone = [m for m in self._models_of(folder) if (m.name, m.config.version) not in keep]
+        for m in gone:
+            del self.versions[m.name][m.config.version]
+            m.state, m.reason = STOPPED, "no longer served after a load of its folder"
+            old = m.detach()
+            if old is not None:
+                retired.append(old)
+        self._refresh_defaults(sorted(touched))
+        for m in gone:  # a request holding a version no longer served goes to its successor
+            m.replaced_by = self.models.get(m.name)
+            if m.name not in self.models:
+                self.owner.pop(m.name, None)
+        for name in touched:
+            self.publish_ready(name)
+        return retired
+
+    async def unload(self, name: str) -> list[dict[str, str]]:
+        """Stop accepting (503 meanwhile), finish every request accepted, release the
+        instances; the names then answer 404. Unloading what is not loaded is a no-op."""
+        self._check_control("unload")
+        folder = self._unload_folder(name)
+        async with self._lock(folder):
+            models = self._models_of(folder)
+            if not models:
+                return self._folder_index(folder)
+            self._busy[folder] = "UNLOADING"
+            try:
+                for m in models:
+                    m.state, m.reason = UNLOADING, "being unloaded"
+                    if m.batcher is not None:
+                        m.batcher.stop_accepting()
+                    self.publish_ready(m.name)
+                await asyncio.gather(*(m.batcher.drain() for m in models if m.batcher))
+                retired = []
+                for m in models:
+                    del self.versions[m.name][m.config.version]
+                    m.state, m.reason = STOPPED, "unloaded"
+                    old = m.detach()
+                    if old is not None:
+                        retired.append(old)
+                names = sorted({m.name for m in models})
+                self._refresh_defaults(names)
+                for n in names:
+                    self.publish_ready(n)
+                await self._retire(retired)
+            finally:
+                self._busy.pop(folder, None)
+            self._fingerprints.pop(folder, None)
+            self.load_errors.pop(folder, None)
+            log.info("unload %s: %s unloaded", folder, ", ".join(names))
+            return self._folder_index(folder)
+
+    def _unload_folder(self, name: str) -> str:
+        """A folder of the repository, or one that still serves after its files went away."""
+        served = {m.folder for m in self.all_served() if m.folder}
+        if name in served:
+            return name
+        if name in self.owner and self.owner[name] in served:
+            return self.owner[name]
+        return self._folder(name).name

@@ -63,12 +63,9 @@ class GracefulServer(uvicorn.Server):
                 self.should_exit = True
             return
         app = _fastapi_app(getattr(self.config, "loaded_app", None))
-        if app is not None:
-            app.state.draining = True
-            repository = getattr(app.state, "repository", None)
-            if repository is not None:
-                for model in repository.models.values():
-                    model.telemetry.ready.set(0)
+        repository = getattr(app.state, "repository", None) if app is not None else None
+        if repository is not None:
+            repository.begin_drain()  # the repository owns readiness
         log.info(
             "signal %d: not ready; accepting requests for %.1f s more, then draining",
             sig,

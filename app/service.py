@@ -168,6 +168,8 @@ class DataPlane:
                 f"got {batch.dtype} {list(batch.shape[1:])}"
             )
         self.check_image_count(len(batch))
+        # No await from here to submit(): the request binds to the instances serving now, so a
+        # reload switching them (ModelRepository.load) never strands it.
         batcher = model.require_ready()
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.api import classify, docs, errors, health, metrics, models, v2
+from app.api import classify, docs, errors, health, metrics, models, repository, v2
 
 
 def install(app: FastAPI) -> None:
     errors.install(app)
     docs.install(app)
-    for module in (health, models, classify, metrics, v2):
+    for module in (health, models, classify, metrics, v2, repository):
         app.include_router(module.router)

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 STATUS: dict[type[errors.ServeError], int] = {
     errors.InvalidInput: 400,
+    errors.ModelLoadFailed: 400,
     errors.Unauthorized: 401,
+    errors.ModelControlDisabled: 403,
     errors.ModelNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,

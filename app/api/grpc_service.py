@@ -19,7 +19,8 @@ shape the outputs; v2_schema answers metadata, config and statistics. No second 
 - Shutdown: stop() refuses new calls and waits for the accepted ones (their deadline bounds it).
 
 The repository extension's calls (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload)
-answer UNIMPLEMENTED for now: each is one more entry in METHODS and one method here.
+call the same ModelRepository.index() / load() / unload() as the HTTP routes
+(app/api/repository.py): the same model control mode, names and errors (403 -> PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from app.api import v2_schema as schema
 from app.api.errors import CLIENT_CLOSED, status_of
 from app.api.grpc_gen import grpc_service_pb2 as pb
 from app.api.recording import recorded
+from app.api.repository import refuse_load_parameters
 from app.api.v2 import input_batch, output_tensors, requested_outputs, resolve
 from app.config import Settings
-from app.errors import DeadlineExceeded, QueueFull, ServeError
+from app.errors import DeadlineExceeded, InvalidInput, QueueFull, ServeError
 from app.service import ClientGone, DataPlane
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ ENDPOINT = "v2_grpc_infer"
 CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
@@ -82,8 +85,7 @@ class InferenceService:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: pb.ServerReadyRequest, context: Context) -> Message:
-        ready = self.dataplane.repository.ready and not getattr(self.state, "draining", False)
-        return pb.ServerReadyResponse(ready=ready)
+        return pb.ServerReadyResponse(ready=self.dataplane.repository.ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Message:
         return pb.ServerMetadataResponse(
@@ -155,12 +157,47 @@ class InferenceService:
         return min(candidates) if candidates else None
 
     # ------------------------------------------------------------------- repository
-    async def repository_unimplemented(self, request: Message, context: Context) -> Message:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "the model repository extension is not served over gRPC by this server yet",
+    async def repository_index(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> Message:
+        repository = self.dataplane.repository
+        self._check_repository_name(request.repository_name)
+        entries = repository.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=e["name"],
+                    version=e.get("version", ""),
+                    state=e.get("state", ""),
+                    reason=e.get("reason", ""),
+                )
+                for e in entries
+            ]
         )
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    async def repository_model_load(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> Message:
+        self._check_repository_name(request.repository_name)
+        refuse_load_parameters(request.parameters.keys())
+        await self.dataplane.repository.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> Message:
+        self._check_repository_name(request.repository_name)
+        await self.dataplane.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    @staticmethod
+    def _check_repository_name(name: str) -> None:
+        """This server has one repository, which answers to no name or to "" only."""
+        if name:
+            raise InvalidInput(
+                f"unknown repository {name!r}: this server has one model repository; "
+                "leave repository_name empty"
+            )
 
 
 # RPC name -> (InferenceService method, request message class)
@@ -173,9 +210,9 @@ METHODS: dict[str, tuple[str, type[Message]]] = {
     "ModelConfig": ("model_config", pb.ModelConfigRequest),
     "ModelStatistics": ("model_statistics", pb.ModelStatisticsRequest),
     "ModelInfer": ("model_infer", pb.ModelInferRequest),
-    "RepositoryIndex": ("repository_unimplemented", pb.RepositoryIndexRequest),
-    "RepositoryModelLoad": ("repository_unimplemented", pb.RepositoryModelLoadRequest),
-    "RepositoryModelUnload": ("repository_unimplemented", pb.RepositoryModelUnloadRequest),
+    "RepositoryIndex": ("repository_index", pb.RepositoryIndexRequest),
+    "RepositoryModelLoad": ("repository_model_load", pb.RepositoryModelLoadRequest),
+    "RepositoryModelUnload": ("repository_model_unload", pb.RepositoryModelUnloadRequest),
 }
 
 

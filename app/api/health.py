@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.api.deps import RepositoryDep
@@ -16,13 +16,13 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready", responses={503: {}})
-async def ready(request: Request, repository: RepositoryDep) -> JSONResponse:
-    draining = getattr(request.app.state, "draining", False)
+async def ready(repository: RepositoryDep) -> JSONResponse:
+    draining = repository.draining
     models = {
         m.name: ({"state": m.state, "reason": m.reason} if m.reason else {"state": m.state})
         for m in repository.models.values()
     }
-    if repository.ready and not draining:
+    if repository.ready:
         return JSONResponse({"status": "ready", "models": models})
     status = "draining" if draining else "not ready"
     return JSONResponse({"status": status, "models": models}, status_code=503)

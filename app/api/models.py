@@ -13,7 +13,7 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models")
 async def list_models(repository: RepositoryDep) -> dict[str, Any]:
-    return {"models": [m.describe() for m in repository.models.values()]}
+    return {"models": [m.describe() for m in repository.all_served()]}  # every version
 
 
 @router.get("/v1/models/{name}", responses={404: {}})

@@ -21,7 +21,7 @@ from app.api.classify import wait_for_disconnect
 from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
 from app.api.inputs import b64decode, parse_json
 from app.api.recording import recorded
-from app.errors import InvalidInput, ModelNotFound
+from app.errors import InvalidInput
 from app.postprocess import softmax
 from app.preprocess import Batch
 from app.repository import ModelRepository, ServedModel
@@ -49,12 +49,8 @@ VERSIONED: dict[str, Any] = {
 
 
 def resolve(repository: ModelRepository, name: str, version: str | None) -> ServedModel:
-    model = repository.get(name)
-    if version is not None and version != model.config.version:
-        raise ModelNotFound(
-            f"model {name!r} has no version {version!r} (served: {model.config.version})"
-        )
-    return model
+    """The served model, or one served version of it (404 when not served)."""
+    return repository.get(name, version)
 
 
 # ------------------------------------------------------------------------------ server
@@ -69,8 +65,8 @@ async def live() -> dict[str, bool]:
 
 
 @router.get("/health/ready", responses={503: {}})
-async def ready(request: Request, repository: RepositoryDep) -> JSONResponse:
-    ok = repository.ready and not getattr(request.app.state, "draining", False)
+async def ready(repository: RepositoryDep) -> JSONResponse:
+    ok = repository.ready  # false while draining: the repository owns readiness
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
@@ -100,7 +96,9 @@ async def statistics(name: str, repository: RepositoryDep, version: VersionDep) 
 async def model_metadata(
     name: str, repository: RepositoryDep, version: VersionDep
 ) -> dict[str, Any]:
-    return schema.model_metadata(resolve(repository, name, version))
+    metadata = schema.model_metadata(resolve(repository, name, version))
+    metadata["versions"] = repository.served_versions(name)  # every version served
+    return metadata
 
 
 @router.get("/models/{name}/ready", responses={404: {}, 503: {}})

@@ -31,7 +31,13 @@ FILES_DESCRIPTION = (
     "decoded, resized and centre-cropped by the server as /v1 classify does"
 )
 
-EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "statistics",
+    "model_configuration",
+    "model_repository",
+]
 
 
 def backend_of(cfg: ModelConfig) -> type[Backend] | None:

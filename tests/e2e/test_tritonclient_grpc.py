@@ -31,7 +31,9 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 def metric(url: str, name: str, labels: str) -> float:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    if match is None:  # a missing series is an error, never 0.0: "== 0" checks can fail
+        raise LookupError(f"no series {name}{{{labels}}} in the metrics")
+    return float(match.group(1))
 
 
 def pixels_input(batch: np.ndarray) -> grpcclient.InferInput:
@@ -79,10 +81,47 @@ def test_metadata_config_and_health(client) -> None:
     with pytest.raises(InferenceServerException, match="no model named") as info:
         client.get_model_metadata("nope")
     assert code(info) == "StatusCode.NOT_FOUND"
-    # the repository calls: not served over gRPC yet, and they say so
-    with pytest.raises(InferenceServerException, match="repository") as info:
-        client.get_model_repository_index()
-    assert code(info) == "StatusCode.UNIMPLEMENTED"
+    # the repository extension: the index answers in every mode; load and unload need
+    # RESNET_SERVE_MODEL_CONTROL=explicit (test_repository_over_grpc)
+    index = client.get_model_repository_index(as_json=True)["models"]
+    assert {"name": MODEL, "version": "1", "state": "READY"} in [
+        {k: m.get(k) for k in ("name", "version", "state")} for m in index
+    ]
+    for call in (client.load_model, client.unload_model):
+        with pytest.raises(InferenceServerException, match="model control") as info:
+            call(MODEL)
+        assert code(info) == "StatusCode.PERMISSION_DENIED"
+    assert client.is_model_ready(MODEL)
+
+
+def test_repository_over_grpc(tmp_path: Path, start_server) -> None:
+    """Triton's repository calls over gRPC reach the same ModelRepository as HTTP: unload drains
+    and the name answers NOT_FOUND, load brings it back, names are folders, never paths."""
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    env = {"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN, "RESNET_SERVE_MODEL_CONTROL": "explicit"}
+    server = start_server(repo, env=env)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    batch = np.zeros((1, 224, 224, 3), np.uint8)
+    assert client.infer("fake", [pixels_input(batch)]).as_numpy("logits").shape[0] == 1
+    client.unload_model("fake")
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("fake", [pixels_input(batch)])
+    assert code(info) == "StatusCode.NOT_FOUND"
+    states = {
+        m["name"]: m.get("state") for m in client.get_model_repository_index(as_json=True)["models"]
+    }
+    assert states["fake"] == "UNAVAILABLE"
+    client.load_model("fake")
+    assert client.is_model_ready("fake")
+    assert client.infer("fake", [pixels_input(batch)]).as_numpy("logits").shape[0] == 1
+    for bad in ("../fake", "nope"):
+        with pytest.raises(InferenceServerException) as info:
+            client.load_model(bad)
+        assert code(info) in ("StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND"), bad
+    with pytest.raises(InferenceServerException, match="not supported") as info:
+        client.load_model("fake", config='{"backend": "eager"}')
+    assert code(info) == "StatusCode.INVALID_ARGUMENT"
 
 
 def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:
