@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, api
+from app import __version__, api, threads
 from app.api.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings, load_model_configs
@@ -39,8 +39,13 @@ def create_app(
         )
         if not model_configs:
             log.warning("no model found in %s: the server will never be ready", settings.models_dir)
-        repository = ModelRepository(model_configs, app.state.metrics, settings.retry_after_s)
-        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        model_configs, budgets, decode_threads = threads.resolve(
+            model_configs, settings.decode_threads, settings.workers
+        )
+        repository = ModelRepository(
+            model_configs, app.state.metrics, settings.retry_after_s, budgets=budgets
+        )
+        decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         app.state.draining = False

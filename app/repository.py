@@ -19,6 +19,7 @@ from app.config import ModelConfig
 from app.errors import ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
 from app.placement import instance_configs
+from app.threads import ThreadBudget, resolve
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ServedModel:
     batcher: DynamicBatcher | None = None
     info: BackendInfo | None = None
     load_seconds: float | None = None
+    budget: ThreadBudget | None = None  # the thread budget in force (app/threads.py)
 
     @property
     def name(self) -> str:
@@ -92,6 +94,7 @@ class ServedModel:
                 "queue_depth": self.batcher.queue_depth if self.batcher else 0,
             },
             "details": info.details if info else {},
+            "threads": self.budget.as_dict() if self.budget else None,
             "export_check": cfg.export_check,
             "load_seconds": self.load_seconds,
             "worker_pid": os.getpid(),  # which server process answered (several with workers > 1)
@@ -122,11 +125,20 @@ def _close_quietly(backend: Backend) -> None:
 
 
 class ModelRepository:
-    def __init__(self, configs: list[ModelConfig], metrics: Metrics, retry_after_s: float = 1.0):
+    def __init__(
+        self,
+        configs: list[ModelConfig],
+        metrics: Metrics,
+        retry_after_s: float = 1.0,
+        budgets: dict[str, ThreadBudget] | None = None,
+    ):
         self.metrics = metrics
         self.retry_after_s = retry_after_s
+        if budgets is None:  # not resolved by create_app (a test, a tool): resolve here
+            configs, budgets, _ = resolve(configs, decode_threads=0, workers=1)
         self.models: dict[str, ServedModel] = {
-            c.name: ServedModel(c, metrics.for_model(c.name)) for c in configs
+            c.name: ServedModel(c, metrics.for_model(c.name), budget=budgets.get(c.name))
+            for c in configs
         }
 
     def get(self, name: str) -> ServedModel:
@@ -172,7 +184,7 @@ class ModelRepository:
         model.batcher.start()
         model.state = READY
         model.telemetry.ready.set(1)
-        model.telemetry.set_info(cfg.backend, info.device, cfg.precision)
+        model.telemetry.set_info(cfg.backend, info.device, info.precision)
         log.info(
             "model %s ready in %.1f s: backend %s on %s (%s), providers %s, %d instance(s)",
             cfg.name,

@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
     "torchscript": "app.backends.torch.torchscript:TorchScriptBackend",
     "eager": "app.backends.torch.eager:EagerBackend",
+    "openvino": "app.backends.openvino:OpenVinoBackend",
 }
 
 

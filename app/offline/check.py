@@ -93,6 +93,21 @@ def bf16_support(device: str) -> str | None:
     return f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions"
 
 
+def openvino_support(device: str, precision: str) -> str | None:
+    """None when the openvino backend can run `precision` on `device`, else why not."""
+    if device.startswith("cuda"):
+        return "the openvino backend runs on the CPU"
+    try:
+        import openvino as ov
+    except ImportError:
+        return "openvino is not installed (pip install '.[openvino]')"
+    if precision == "bf16":
+        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        if "BF16" not in caps:
+            return f"this CPU has no native bf16 (OpenVINO capabilities: {', '.join(caps)})"
+    return None
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -130,6 +145,9 @@ def candidates(cfg: ModelConfig, device: str) -> list[Candidate]:
     for precision, key in (("fp32", "onnx"), ("int8", "onnx-int8"), ("fp16", "onnx-fp16")):
         if key in files:
             out += [Candidate("onnxruntime", precision, providers=p) for p in providers]
+    for precision, key in (("fp32", "onnx"), ("bf16", "onnx"), ("int8", "onnx-int8")):
+        if key in files:
+            out.append(Candidate("openvino", precision, skip=openvino_support(device, precision)))
     return out
 
 

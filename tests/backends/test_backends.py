@@ -14,7 +14,7 @@ from app.backends.onnxruntime import provider_options, wanted_providers
 from app.config import read_model_config
 from app.offline.export import relative_error
 
-BACKENDS = ["onnxruntime", "torchscript", "eager"]
+BACKENDS = ["onnxruntime", "torchscript", "eager", "openvino"]
 
 
 @pytest.fixture(scope="module")
@@ -111,13 +111,16 @@ def test_registry_and_errors(resnet18_dir: Path) -> None:
         create_backend(missing).load()
 
 
-def test_serving_core_does_not_import_torch() -> None:
+def test_serving_core_does_not_import_torch_or_openvino() -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys; import app.main, app.backends.onnxruntime, app.cli; "
-        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+        "import sys; import app.main, app.backends, app.backends.onnxruntime, app.cli, "
+        "app.backends.openvino, app.threads; "
+        "from app.backends import backend_class; backend_class('openvino'); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'openvino' not in sys.modules, 'openvino imported'; print('ok')"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
