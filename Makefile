@@ -33,9 +33,16 @@ $(MODELS)/$(MODEL)/config.json: | $(STAMP)
 serve: install $(MODELS)/$(MODEL)/config.json
 	$(BIN)/resnet-serve serve --models $(MODELS) --host $(HOST) --port $(PORT)
 
-test: install-dev
+test: install-dev lint
 	@if [ -x deploy/ci/install-test-tools.sh ]; then deploy/ci/install-test-tools.sh $(VENV); fi
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff (rules in pyproject.toml), the formatting, and mypy (strict on the serving core):
+# `make test` runs it first, so a finding fails CI.
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-fast: install-dev
 	$(BIN)/python -m pytest -q -m "not e2e and not slow" $(PYTEST_ARGS)

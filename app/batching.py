@@ -28,7 +28,14 @@ import numpy as np
 
 from app.backends.base import Backend
 from app.config import BatchingConfig
-from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull, ServeError
+from app.errors import (
+    DeadlineExceeded,
+    InferenceError,
+    ModelNotReady,
+    QueueFull,
+    ServeError,
+    about_image,
+)
 from app.metrics import ModelTelemetry
 from app.preprocess import Batch, EncodedImage
 
@@ -86,20 +93,21 @@ def _run_batch(
     backend: Backend, parts: list[Batch], pad_to: int, reuse: Callable[[int], np.ndarray] | None
 ) -> BatchResult:
     """On the instance's thread: stack (into a reused buffer), pad, infer."""
-    if any(isinstance(p, list) for p in parts):
+    arrays = [p for p in parts if not isinstance(p, list)]
+    if len(arrays) < len(parts):  # some requests are encoded images: the backend decodes
         return _run_encoded(backend, parts, pad_to)
     t0 = time.perf_counter_ns()
-    n = sum(p.shape[0] for p in parts)
-    if len(parts) == 1 and pad_to == n:
-        batch = parts[0]
+    n = sum(p.shape[0] for p in arrays)
+    if len(arrays) == 1 and pad_to == n:
+        batch = arrays[0]
     else:
         batch = (
             reuse(pad_to)
             if reuse is not None
-            else np.empty((pad_to, *parts[0].shape[1:]), np.uint8)
+            else np.empty((pad_to, *arrays[0].shape[1:]), np.uint8)
         )
         offset = 0
-        for p in parts:
+        for p in arrays:
             batch[offset : offset + p.shape[0]] = p
             offset += p.shape[0]
         if pad_to > n:
@@ -204,7 +212,7 @@ class DynamicBatcher:
         multi = len(images) > 1
         items = [
             WorkItem(chunk, loop.create_future(), deadline, first=i, multi=multi)
-            for i, chunk in zip(starts, chunks)
+            for i, chunk in zip(starts, chunks, strict=True)
         ]
         self._queue.extend(items)
         self.telemetry.queue_depth.set(len(self._queue))
@@ -276,7 +284,7 @@ class DynamicBatcher:
         def reuse(n: int) -> np.ndarray:
             buf = buffers.get(n)
             if buf is None:
-                buf = buffers[n] = np.empty((n, *backend._input_shape()), np.uint8)
+                buf = buffers[n] = np.empty((n, *backend.input_shape()), np.uint8)
             return buf
 
         while True:
@@ -325,7 +333,8 @@ class DynamicBatcher:
             self._fail(
                 items,
                 InferenceError(
-                    f"model {self.model!r} failed on a batch of {n} images: {type(exc).__name__}: {exc}"
+                    f"model {self.model!r} failed on a batch of {n} images: "
+                    f"{type(exc).__name__}: {exc}"
                 ),
             )
             return
@@ -396,8 +405,7 @@ def _first_error(errors: dict[int, Exception], offset: int, item: WorkItem) -> E
         if exc is None:
             continue
         if item.multi and isinstance(exc, ServeError):
-            message = f"image {item.first + row - offset}: {exc.message}"
-            exc = type(exc)(message)
+            return about_image(exc, item.first + row - offset)
         return exc
     return None
 

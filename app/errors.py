@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 class ServeError(Exception):
     """Base class of every error the service reports to a client."""
@@ -9,6 +11,15 @@ class ServeError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def about_image(exc: ServeError, index: int) -> ServeError:
+    """A copy of `exc` (same type and fields) whose message says which image of a
+    multi-image request it is about: "image <index>: <message>"."""
+    out = copy.copy(exc)
+    out.message = f"image {index}: {exc.message}"
+    out.args = (out.message,)
+    return out
 
 
 class InvalidInput(ServeError):

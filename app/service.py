@@ -14,11 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
 from app.config import Settings
-from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge
+from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, about_image
 from app.postprocess import top_k
 from app.preprocess import Batch, EncodedImage, decode, inspect
 from app.repository import ModelRepository, ServedModel
@@ -35,6 +36,15 @@ class Prediction:
     index: int
     label: str
     probability: float
+
+
+def check_image_count(count: int, limit: int) -> None:
+    """The one image-count rule of every adapter: at least one image (400), at most `limit`
+    (413). Adapters call it as soon as they know the count, before decoding anything."""
+    if count == 0:
+        raise InvalidInput("the request holds no image")
+    if count > limit:
+        raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}")
 
 
 class DataPlane:
@@ -57,12 +67,7 @@ class DataPlane:
         return time.monotonic() + ms / 1000.0
 
     def check_image_count(self, count: int) -> None:
-        if count == 0:
-            raise InvalidInput("the request holds no image")
-        if count > self.settings.max_images_per_request:
-            raise PayloadTooLarge(
-                f"{count} images in one request; the limit is {self.settings.max_images_per_request}"
-            )
+        check_image_count(count, self.settings.max_images_per_request)
 
     async def decode_images(self, model: ServedModel, images: list[bytes]) -> Batch:
         """Decode every image of one request in parallel; the first bad one fails the request.
@@ -89,14 +94,15 @@ class DataPlane:
         for i, result in enumerate(results):
             if isinstance(result, BaseException):
                 if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
-                    result.message = f"image {i}: {result.message}"
-                    result.args = (result.message,)
+                    raise about_image(result, i) from None
                 raise result
+        # no exception is left in results (raised above); inspect gives EncodedImage, decode arrays
         if cfg.decode == "gpu":
-            return results  # type: ignore[return-value]
-        if len(results) == 1:
-            return results[0][None]  # type: ignore[index]
-        return np.stack(results)  # type: ignore[arg-type]
+            return cast(list[EncodedImage], results)
+        arrays = cast(list[np.ndarray], results)
+        if len(arrays) == 1:
+            return arrays[0][None]
+        return np.stack(arrays)
 
     async def infer(
         self,
@@ -124,7 +130,7 @@ class DataPlane:
             model.telemetry.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request reached the queue")
         result = asyncio.ensure_future(batcher.submit(batch, deadline))
-        waiters: set[asyncio.Future[object]] = {result}  # type: ignore[arg-type]
+        waiters: set[asyncio.Future[Any]] = {result}
         gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         if gone is not None:
             waiters.add(gone)
@@ -174,6 +180,9 @@ class DataPlane:
     def predictions(model: ServedModel, logits: np.ndarray, k: int) -> list[list[Prediction]]:
         indices, probs = top_k(logits, k)
         return [
-            [Prediction(int(i), model.config.label(int(i)), float(p)) for i, p in zip(row_i, row_p)]
-            for row_i, row_p in zip(indices, probs)
+            [
+                Prediction(int(i), model.config.label(int(i)), float(p))
+                for i, p in zip(row_i, row_p, strict=True)
+            ]
+            for row_i, row_p in zip(indices, probs, strict=True)
         ]

@@ -17,14 +17,22 @@ with tiny sizes as a smoke test of the script; its figures mean nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported inside main(): the script starts without torch
+    import torch
+
+    from app.backends.torch.models import TorchRunner
+    from app.preprocess import EncodedImage
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,7 +93,9 @@ def timed(
                 return calls * images_per_call / elapsed
 
 
-def threaded(runners: list, batch: list, bs: int, seconds: float, warmup: int) -> float:  # type: ignore[type-arg]
+def threaded(
+    runners: list[TorchRunner], batch: list[EncodedImage], bs: int, seconds: float, warmup: int
+) -> float:
     """img/s of len(runners) threads, each looping run_encoded on its own runner and stream."""
     import threading
 
@@ -182,21 +192,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = build_arch(args.arch, 1000)
     module = wrap(model, cfg.mean, cfg.std, str(device), precision, channels_last=True)
-    modules = {"eager": module}
+    modules: dict[str, Any] = {"eager": module}
     if args.compile:
         modules["compiled"] = torch.compile(module, dynamic=False)
 
     results: list[dict[str, object]] = []
     stream = torch.cuda.Stream(device) if cuda else None
 
-    def batch_of(n: int) -> list:  # type: ignore[type-arg]
+    def batch_of(n: int) -> list[EncodedImage]:
         return [encoded[i % len(encoded)] for i in range(n)]
 
     for bs in args.batch_sizes:
         batch = batch_of(bs)
         row: dict[str, object] = {"batch": bs}
 
-        def decode_only() -> None:
+        def decode_only(batch: list[EncodedImage] = batch, bs: int = bs) -> None:
             if stream is not None:
                 with torch.cuda.stream(stream):
                     decode_batch(batch, cfg, device, bs)
@@ -207,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         x = torch.randint(0, 256, (bs, args.crop, args.crop, 3), dtype=torch.uint8, device=device)
         for label, mod in modules.items():
 
-            def model_only(mod=mod) -> None:  # type: ignore[no-untyped-def]
+            def model_only(mod: Any = mod, x: torch.Tensor = x) -> None:
                 with torch.inference_mode():
                     mod(x)
 
             row[f"model_{label}"] = timed(model_only, bs, sync, args.seconds, args.warmup)
             runner = TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
             row[f"pipeline_{label}"] = timed(
-                lambda runner=runner: runner.run_encoded(batch, bs),
+                functools.partial(runner.run_encoded, batch, bs),
                 bs,
                 sync,
                 args.seconds,

@@ -6,7 +6,8 @@ Checks: zero failed requests while the concurrency stays below the queue limit, 
 server's resident memory at the end within 10% of its memory after warm-up. Prints a summary
 and writes JSON; exits non-zero if a check fails.
 
-    .venv/bin/python benchmarks/load_test.py --requests 50000 --concurrency 64 --out bench-results/load.json
+    .venv/bin/python benchmarks/load_test.py --requests 50000 --concurrency 64 \
+        --out bench-results/load.json
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,11 +35,11 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def run(cmd: list[str], **kw: object) -> None:
-    subprocess.run(cmd, cwd=ROOT, check=True, **kw)  # type: ignore[call-overload]
+def run(cmd: list[str], **kw: Any) -> None:
+    subprocess.run(cmd, cwd=ROOT, check=True, **kw)
 
 
-def bench(url: str, images: Path, concurrency: int, requests: int, out: Path) -> dict:
+def bench(url: str, images: Path, concurrency: int, requests: int, out: Path) -> dict[str, Any]:
     run(
         [
             PY,
@@ -61,7 +63,8 @@ def bench(url: str, images: Path, concurrency: int, requests: int, out: Path) ->
             str(out),
         ]
     )
-    return json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def main() -> int:
@@ -149,7 +152,7 @@ def main() -> int:
         step = main_run["steps"][0] if "steps" in main_run else main_run
         errors = step.get("errors") or {}
         failed = int(step.get("failed", 0))
-        summary = {
+        summary: dict[str, Any] = {
             "requests": step.get("requests"),
             "failed": failed,
             "errors_by_status": errors,

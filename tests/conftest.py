@@ -95,7 +95,7 @@ def _fake_backend() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def app_client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+async def app_client(app) -> AsyncIterator[httpx.AsyncClient]:
     """In-process client with the app's lifespan running (models loaded and closed)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -168,7 +168,7 @@ class ServerProcess:
 
 
 @pytest.fixture()
-def start_server() -> Iterator:  # type: ignore[type-arg]
+def start_server() -> Iterator:
     """Factory: start_server(models_dir, args=[...], env={...}) -> ready ServerProcess."""
     started: list[ServerProcess] = []
 

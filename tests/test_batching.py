@@ -50,7 +50,7 @@ async def test_concurrent_requests_form_batches_and_get_their_own_rows() -> None
     rest = [batcher.submit(images(v), far()) for v in range(16)]
     results = await asyncio.gather(first, *rest)
     assert behaviour.batches == [1, 8, 8]
-    for value, rows in zip([200, *range(16)], results):
+    for value, rows in zip([200, *range(16)], results, strict=True):
         assert rows.shape == (1, 256)
         np.testing.assert_array_equal(rows, expected_logits(images(value), 256))
     await batcher.close()
@@ -135,7 +135,7 @@ async def test_expired_and_cancelled_requests_cost_no_inference() -> None:
     await asyncio.sleep(0.01)
     expired = batcher.submit(images(2), time.monotonic() + 0.02)
     gone = batcher.submit(images(3), far())
-    gone.cancel()  # type: ignore[attr-defined]
+    gone.cancel()
     await running
     with pytest.raises(DeadlineExceeded):
         await expired
@@ -170,7 +170,7 @@ async def test_close_drains_accepted_work_and_then_refuses() -> None:
     batcher.start()
     pending = [batcher.submit(images(i), far()) for i in range(5)]
     await batcher.close()
-    assert all(f.done() for f in pending)  # type: ignore[attr-defined]
+    assert all(f.done() for f in pending)
     assert sum(behaviour.batches) == 5
     with pytest.raises(ModelNotReady):
         batcher.submit(images(1), far())
@@ -200,7 +200,7 @@ async def test_abandoned_requests_do_not_fill_the_queue() -> None:
     await asyncio.sleep(0.02)
     abandoned = [batcher.submit(images(2), far()) for _ in range(3)]
     for f in abandoned:
-        f.cancel()  # type: ignore[attr-defined]
+        f.cancel()
     live = batcher.submit(images(3), far())  # room again: the abandoned ones are purged
     await asyncio.gather(running, live)
     await batcher.close()

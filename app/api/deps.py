@@ -13,19 +13,23 @@ from app.service import DataPlane
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    settings: Settings = request.app.state.settings  # set by create_app
+    return settings
 
 
 def get_repository(request: Request) -> ModelRepository:
-    return request.app.state.repository  # type: ignore[no-any-return]
+    repository: ModelRepository = request.app.state.repository  # set by create_app
+    return repository
 
 
 def get_dataplane(request: Request) -> DataPlane:
-    return request.app.state.dataplane  # type: ignore[no-any-return]
+    dataplane: DataPlane = request.app.state.dataplane  # set by create_app
+    return dataplane
 
 
 def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics  # type: ignore[no-any-return]
+    metrics: Metrics = request.app.state.metrics  # set by create_app
+    return metrics
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

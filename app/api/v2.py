@@ -7,8 +7,6 @@ pool, batcher, deadline, client disconnect) as /v1 classify; no second inference
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated, Any
 
 import numpy as np
@@ -21,6 +19,7 @@ from app.api import v2_schema as schema
 from app.api.body import read_body
 from app.api.classify import wait_for_disconnect
 from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
+from app.api.inputs import b64decode, parse_json
 from app.api.recording import recorded
 from app.errors import InvalidInput, ModelNotFound
 from app.postprocess import softmax
@@ -164,7 +163,9 @@ async def infer(
             settings.max_body_bytes,
         )
         header, binary = codec.split_body(body, request.headers.get(codec.HEADER_LENGTH))
-        req = codec.parse_request(codec.parse_json(header), binary)
+        req = codec.parse_request(
+            parse_json(header, settings.max_json_depth, "request header"), binary
+        )
         timeout_ms = req.timeout_us / 1000.0 if req.timeout_us is not None else None
         deadline = dataplane.deadline(timeout_ms)
         wanted = requested_outputs(req)
@@ -243,15 +244,13 @@ async def input_batch(dataplane: DataPlane, model: ServedModel, req: codec.Infer
 
 def _base64(element: bytes, index: int) -> bytes:
     """JSON cannot carry raw image bytes: JSON `image_bytes` elements are base64 strings."""
-    if element.startswith(b"data:"):
-        element = element.partition(b",")[2]
-    try:
-        return base64.b64decode(element, validate=True)
-    except (binascii.Error, ValueError):
+    data = b64decode(element)
+    if data is None:
         raise InvalidInput(
             f"input {schema.INPUT_FILES!r} element {index}: JSON elements must be base64; "
             "or send the raw files as binary tensor data"
-        ) from None
+        )
+    return data
 
 
 def output_tensors(

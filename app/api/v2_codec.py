@@ -110,13 +110,6 @@ def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvie
     return bytes(view[:n]), view[n:]
 
 
-def parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput(f"request header is not valid JSON: {exc}") from None
-
-
 def _object(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -403,8 +396,8 @@ def classification(values: np.ndarray, k: int, labels: list[str]) -> list[bytes]
     order = np.argsort(-values, axis=-1, kind="stable")[:, :k]
     scores = np.take_along_axis(values, order, axis=-1)
     out = []
-    for row_i, row_s in zip(order.tolist(), scores.tolist()):
-        for i, s in zip(row_i, row_s):
+    for row_i, row_s in zip(order.tolist(), scores.tolist(), strict=True):
+        for i, s in zip(row_i, row_s, strict=True):
             label = f":{labels[i]}" if i < len(labels) else ""
             out.append(f"{s!r}:{i}{label}".encode())
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.backends import Backend, backend_class
 from app.batching import bucket_sizes
 from app.config import ModelConfig
 from app.metrics import ModelStats
@@ -31,17 +32,11 @@ FILES_DESCRIPTION = (
 )
 
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
-# Triton's platform names for what each backend runs.
-PLATFORMS = {
-    "onnxruntime": "onnxruntime_onnx",
-    "torchscript": "pytorch_libtorch",
-    "torch_eager": "pytorch",
-    "eager": "pytorch",
-}
 
 
-def platform(cfg: ModelConfig) -> str:
-    return PLATFORMS.get(cfg.backend, cfg.backend)
+def backend_of(cfg: ModelConfig) -> type[Backend]:
+    """The class of the model's backend: it knows its platform name and its files."""
+    return backend_class(cfg.backend)
 
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
     return {
         "name": cfg.name,
         "versions": [cfg.version],
-        "platform": platform(cfg),
+        "platform": backend_of(cfg).platform,
         "inputs": [{"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, crop, crop, 3]}],
         "outputs": [
             {"name": OUTPUT_LOGITS, "datatype": "FP32", "shape": [-1, classes]},
@@ -88,7 +83,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
     gpus = [int(cfg.device.split(":")[1])] if cfg.is_cuda else []
     return {
         "name": cfg.name,
-        "platform": platform(cfg),
+        "platform": backend_of(cfg).platform,
         "backend": cfg.backend,
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": b.max_batch_size,
@@ -125,7 +120,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
                 "host_policy": "",
             }
         ],
-        "default_model_filename": cfg.files.get(_format_of(cfg.backend), ""),
+        "default_model_filename": backend_of(cfg).model_file(cfg),
         "cc_model_filenames": {},
         "metric_tags": {},
         "parameters": {
@@ -137,10 +132,6 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         },
         "model_warmup": [],
     }
-
-
-def _format_of(backend: str) -> str:
-    return {"onnxruntime": "onnx", "torchscript": "torchscript"}.get(backend, "eager")
 
 
 def _duration(count: int, ns: int) -> dict[str, int]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-from app.backends.base import Backend, BackendInfo
+from app.backends.base import Backend, BackendInfo, Candidate
 from app.config import ModelConfig
 
+# In this order `resnet-serve check` lists them (eager first: the reference), then plugins.
 REGISTRY: dict[str, str] = {
-    "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
-    "torchscript": "app.backends.torch.torchscript:TorchScriptBackend",
     "eager": "app.backends.torch.eager:EagerBackend",
+    "torchscript": "app.backends.torch.torchscript:TorchScriptBackend",
+    "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "app.backends.openvino:OpenVinoBackend",
 }
 
@@ -50,6 +51,7 @@ def create_backend(config: ModelConfig) -> Backend:
 __all__ = [
     "Backend",
     "BackendInfo",
+    "Candidate",
     "REGISTRY",
     "backend_class",
     "create_backend",

@@ -1,5 +1,6 @@
 """The one interface every backend implements. Backends import app.config, and the torch ones
-app.backends.torch.models (the torch helpers export shares); nothing above the batcher, nothing of HTTP.
+app.backends.torch.models (the torch helpers export shares); nothing above the batcher, nothing
+of HTTP.
 
 A backend owns one loaded model on one device and runs whole batches: uint8 NHWC in, float32
 logits out (first axis is the batch). It normalises on its own device, in its own precision.
@@ -7,14 +8,23 @@ logits out (first axis is the batch). It normalises on its own device, in its ow
 A model with input.decode "gpu" hands its backend encoded images instead (infer_encoded):
 backends that can decode on their device say so with `gpu_decode = True` and override it; the
 default decodes on the CPU and calls infer().
+
+A backend also says, before anything is loaded, what the rest of the server and the offline
+tools need to know of it (class-level, from a ModelConfig alone): its Triton `platform` name
+(V2 metadata and config), the file key it loads for a precision (`file_key`, `model_file`),
+the precisions a model's files let it serve (`precisions`), and the configurations
+`resnet-serve check` should try (`check_candidates`, each with why it cannot run here).
+Adding a backend is this one file plus a registry line (or a plugin): nothing else keeps a
+table of backends.
 """
 
 from __future__ import annotations
 
 import abc
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -43,14 +53,71 @@ class BackendInfo:
         return asdict(self)
 
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration of a backend that `resnet-serve check` should try on a model."""
+
+    precision: str
+    # ModelConfig fields to set on top of backend, precision and device (ModelConfig.variant)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    asked: str = ""  # what was asked for, shown before the run says what really ran
+    skip: str | None = None  # why it cannot run here (None: it can)
+
+
 class Backend(abc.ABC):
     """Load once, warm up, run batches from one thread at a time, close."""
 
-    name: str = "base"
-    gpu_decode: bool = False  # True: infer_encoded decodes on the model's own device
+    name: ClassVar[str] = "base"
+    # Triton's platform name for what the backend runs (V2 metadata and model config); a
+    # subclass that sets `name` but not `platform` reports its name.
+    platform: ClassVar[str] = "base"
+    gpu_decode: ClassVar[bool] = False  # True: infer_encoded decodes on the model's own device
+    # The precisions the backend can run at all; `precisions()` keeps those a model has files for.
+    supported_precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "platform" not in cls.__dict__:
+            cls.platform = cls.name
 
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
+
+    # ------------------------------------------------------------- what it is, before load
+    @classmethod
+    def file_key(cls, precision: str) -> str:
+        """The key in ModelConfig.files of the file this backend loads at `precision`."""
+        return cls.name if precision == "fp32" else f"{cls.name}-{precision}"
+
+    @classmethod
+    def model_file(cls, config: ModelConfig) -> str:
+        """The file name (relative to the model directory) this backend loads for `config`,
+        or "" when the model has none."""
+        return config.files.get(cls.file_key(config.precision), "")
+
+    @classmethod
+    def precisions(cls, files: Mapping[str, str]) -> list[str]:
+        """The precisions this backend can serve from a model's files (ModelConfig.files)."""
+        return [p for p in cls.supported_precisions if cls.file_key(p) in files]
+
+    @classmethod
+    def unavailable(cls, precision: str, device: str) -> str | None:
+        """Why this backend cannot run `precision` on `device` on this machine (None: it can)."""
+        return None
+
+    @classmethod
+    def check_candidates(cls, config: ModelConfig, device: str) -> list[Candidate]:
+        """The configurations `resnet-serve check` should try for a model on `device`: one per
+        precision its files allow, each with why it cannot run here."""
+        return [Candidate(p, skip=cls.unavailable(p, device)) for p in cls.precisions(config.files)]
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """One image as the backend takes it, without the batch axis: (H, W, 3) uint8."""
+        size = self.config.input.crop
+        return (size, size, 3)
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -69,7 +136,7 @@ class Backend(abc.ABC):
         This default decodes on the CPU, on the instance's thread; GPU backends override it."""
         from app.preprocess import decode  # the CPU decoder (Pillow)
 
-        batch = np.zeros((pad_to, *self._input_shape()), np.uint8)
+        batch = np.zeros((pad_to, *self.input_shape()), np.uint8)
         errors: dict[int, Exception] = {}
         for i, img in enumerate(images):
             if img.pixels is not None:
@@ -87,7 +154,7 @@ class Backend(abc.ABC):
             name=self.name,
             device=self.active_device(),
             precision=self.config.precision,
-            input_shape=self._input_shape(),
+            input_shape=self.input_shape(),
             input_dtype="uint8",
             max_batch_size=self.config.batching.max_batch_size,
             num_classes=self.config.num_classes,
@@ -107,40 +174,15 @@ class Backend(abc.ABC):
     def warmup(self, batch_sizes: list[int]) -> None:
         """Run every batch size the batcher can form once, so no request pays for lazy
         initialisation or autotuning of a new shape."""
-        size = self.config.input.crop
         rng = np.random.default_rng(0)
         for n in batch_sizes:
-            batch = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
+            batch = rng.integers(0, 256, size=(n, *self.input_shape()), dtype=np.uint8)
             out = self.infer(batch)
             if out.shape != (n, self.config.num_classes):
                 raise RuntimeError(
                     f"{self.name} returned shape {out.shape} for a batch of {n}; "
                     f"expected ({n}, {self.config.num_classes})"
                 )
-        if self.config.input.decode == "gpu":
-            self._warmup_encoded(batch_sizes)
 
-    def _warmup_encoded(self, batch_sizes: list[int]) -> None:
-        """Decode a real JPEG at every batch size: nvJPEG's first batch and each new image
-        size's resize kernels are not paid for by a client."""
-        import io
-
-        from PIL import Image
-
-        from app.preprocess import EncodedImage
-
-        rng = np.random.default_rng(0)
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)).save(buf, "JPEG")
-        jpeg = EncodedImage(data=buf.getvalue(), width=500, height=375)
-        for n in batch_sizes:
-            out, errors = self.infer_encoded([jpeg] * n, n)
-            if errors or out.shape[0] != n:
-                raise RuntimeError(f"{self.name}: GPU decode warm-up failed at batch {n}: {errors}")
-
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to free
         """Release the model and any device memory."""
-
-    def _input_shape(self) -> tuple[int, int, int]:
-        size = self.config.input.crop
-        return (size, size, 3)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import Backend
+from app.backends.base import Backend, Candidate
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -24,14 +24,11 @@ PROVIDER_NAMES = {
 }
 
 
-def onnx_format(precision: str) -> str:
-    """The file key in config.files for a precision: onnx, onnx-fp16 or onnx-int8."""
-    return "onnx" if precision in ("fp32", "bf16") else f"onnx-{precision}"
-
-
 def wanted_providers(config: ModelConfig) -> list[str]:
     """Providers asked for, with the fallbacks each implies, CPU always last."""
-    wanted = list(config.onnxruntime.providers) or (["cuda"] if config.is_cuda else ["cpu"])
+    wanted: list[str] = list(config.onnxruntime.providers) or (
+        ["cuda"] if config.is_cuda else ["cpu"]
+    )
     if "tensorrt" in wanted and "cuda" not in wanted:
         wanted.insert(wanted.index("tensorrt") + 1, "cuda")
     if "cpu" not in wanted:
@@ -69,6 +66,33 @@ def provider_options(config: ModelConfig, short: str) -> dict[str, Any]:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    platform = "onnxruntime_onnx"
+    supported_precisions = ("fp32", "int8", "fp16")
+
+    @classmethod
+    def file_key(cls, precision: str) -> str:
+        """onnx, onnx-fp16 or onnx-int8."""
+        return "onnx" if precision in ("fp32", "bf16") else f"onnx-{precision}"
+
+    @classmethod
+    def check_candidates(cls, config: ModelConfig, device: str) -> list[Candidate]:
+        """Each precision on the device's provider, and on TensorRT too where it is built in."""
+        import onnxruntime as ort
+
+        cuda = device.startswith("cuda")
+        providers = [["cuda"]] if cuda else [["cpu"]]
+        if cuda and "TensorrtExecutionProvider" in ort.get_available_providers():
+            providers.append(["tensorrt"])
+        options = config.onnxruntime.model_dump()
+        return [
+            Candidate(
+                precision,
+                overrides={"onnxruntime": {**options, "providers": asked}},
+                asked="" if asked == ["cpu"] else f"asked {asked[0]}",
+            )
+            for precision in cls.precisions(config.files)
+            for asked in providers
+        ]
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -88,7 +112,7 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(
                 f"providers {sorted(gpu_asked)} need a CUDA device; set device to 'cuda:N'"
             )
-        path = self.config.path_of(onnx_format(self.config.precision))
+        path = self.config.path_of(self.file_key(self.config.precision))
         if self.config.is_cuda and hasattr(ort, "preload_dlls"):
             try:  # onnxruntime-gpu finds CUDA and cuDNN in torch's wheels this way
                 ort.preload_dlls()

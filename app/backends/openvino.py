@@ -71,8 +71,36 @@ def element_type_name(value: Any) -> str:
     return str(name() if callable(name) else value).lower()
 
 
+def openvino_unavailable(precision: str, device: str) -> str | None:
+    """Why the openvino backend cannot run `precision` on `device` here (None: it can)."""
+    if device.startswith("cuda"):
+        return "the openvino backend runs on the CPU (check --device cpu)"
+    try:
+        import openvino as ov
+    except ImportError:
+        return "openvino is not installed (pip install '.[openvino]')"
+    if precision == "bf16":
+        caps = cpu_capabilities(ov.Core())
+        if "BF16" not in caps:
+            return f"this CPU has no native bf16 (OpenVINO capabilities: {', '.join(caps)})"
+    return None
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
+    # Triton's OpenVINO backend: model config `backend: "openvino"`, metadata platform "openvino"
+    platform = "openvino"
+    supported_precisions = ("fp32", "bf16", "int8")
+
+    @classmethod
+    def file_key(cls, precision: str) -> str:
+        """The ONNX exports: model.onnx for fp32 and bf16 (bf16 is an execution precision),
+        model.int8.onnx (QDQ) for int8."""
+        return PRECISIONS[precision][0] if precision in PRECISIONS else f"onnx-{precision}"
+
+    @classmethod
+    def unavailable(cls, precision: str, device: str) -> str | None:
+        return openvino_unavailable(precision, device)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -96,7 +124,7 @@ class OpenVinoBackend(Backend):
                 f"openvino serves fp32, bf16 or int8, not {cfg.precision} "
                 "(fp16 is a GPU precision: use onnxruntime on a CUDA device)"
             )
-        file_key, hint = PRECISIONS[cfg.precision]
+        _, hint = PRECISIONS[cfg.precision]
         core = ov.Core()
         caps = cpu_capabilities(core)
         if cfg.precision == "bf16" and "BF16" not in caps:
@@ -105,7 +133,7 @@ class OpenVinoBackend(Backend):
                 f"AMX); this CPU's OpenVINO capabilities are {', '.join(caps)}: serve fp32 or "
                 "int8 instead"
             )
-        path = cfg.path_of(file_key)
+        path = cfg.path_of(self.file_key(cfg.precision))
         properties: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": opts.performance_hint,
@@ -153,7 +181,7 @@ class OpenVinoBackend(Backend):
             raise ValueError(
                 f"{path} takes {inp.get_element_type()}; resnet-serve exports take uint8 NHWC"
             )
-        h, w = self._input_shape()[:2]
+        h, w = self.input_shape()[:2]
         compiled: dict[int, Any] = {}
         for n in self._buckets or [0]:
             shaped = model.clone() if self._buckets else model

@@ -170,7 +170,7 @@ class LoadGenerator:
         else:
             step.record_error(str(status), sample)
 
-    async def _with_progress(self, step: Step, state: dict, body: asyncio.Future) -> None:  # type: ignore[type-arg]
+    async def _with_progress(self, step: Step, state: dict, body: asyncio.Future) -> None:
         bar = asyncio.create_task(self.progress.run(step, state))
         try:
             await body

@@ -4,6 +4,7 @@ against these numbers is what the server costs."""
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -77,7 +78,7 @@ def bench_backend(
         for size in batch_sizes:
             batch = sample_batch(cfg, size, pixels)
             backend.infer(batch)  # once more, in case warm-up used other data
-            times = time_calls(lambda b=batch: backend.infer(b), min_time, min_iters)
+            times = time_calls(functools.partial(backend.infer, batch), min_time, min_iters)
             p50 = statistics.median(times)
             row = {
                 "batch_size": size,

@@ -131,7 +131,7 @@ def v2_pixels_body(pixels: np.ndarray) -> Body:
     if pixels.dtype != np.uint8 or pixels.ndim != 4:
         raise ValueError(f"pixels must be uint8 [K, H, W, 3], got {pixels.dtype} {pixels.shape}")
     tensor = np.ascontiguousarray(pixels).tobytes()
-    header = {
+    header: dict[str, object] = {
         "inputs": [
             {
                 "name": V2_PIXELS_INPUT,

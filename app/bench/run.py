@@ -60,8 +60,9 @@ def run_served(args: argparse.Namespace) -> int:
     label = args.label or f"{args.model} at {args.url}"
     print(
         f"bench {label}: POST {path} mode={args.mode} images/request={args.images_per_request} "
-        f"files={len(images)} avg body={sum(len(b.data) for b in bodies) / len(bodies) / 1024:.1f} KiB "
-        f"{'duration=%gs' % duration if duration else 'requests=%d' % args.requests} "
+        f"files={len(images)} "
+        f"avg body={sum(len(b.data) for b in bodies) / len(bodies) / 1024:.1f} KiB "
+        f"{f'duration={duration:g}s' if duration else f'requests={args.requests:d}'} "
         f"warmup={args.warmup:g}s",
         flush=True,
     )

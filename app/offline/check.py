@@ -22,25 +22,18 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from app.backends import create_backend
-from app.config import ModelConfig, read_model_config
+from app.backends import REGISTRY, Candidate, backend_class, create_backend, register_plugins
+from app.config import ModelConfig, Settings, read_model_config
 from app.errors import ServeError
 from app.offline.imagefolder import ImageSet, load_images
 
 FP32_MAX_REL_ERROR = 1e-4
 MIN_TOP1 = {"fp16": 0.995, "bf16": 0.995, "int8": 0.99}
 REFERENCE = ("eager", "fp32")
-
-
-@dataclass
-class Candidate:
-    backend: str
-    precision: str
-    providers: list[str] | None = None  # onnxruntime providers to ask for
-    skip: str | None = None  # why it cannot run here
 
 
 @dataclass
@@ -80,75 +73,14 @@ class Row:
         return "pass" if self.passed else "FAIL"
 
 
-def bf16_support(device: str) -> str | None:
-    """None when bf16 runs natively on `device`, else why not."""
-    try:
-        import torch
-    except ImportError:
-        return "torch is not installed"
-    if device.startswith("cuda"):
-        return None if torch.cuda.is_bf16_supported() else "this GPU has no bf16"
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return None
-    return f"this CPU ({torch.backends.cpu.get_cpu_capability()}) has no bf16 instructions"
-
-
-def openvino_support(device: str, precision: str) -> str | None:
-    """None when the openvino backend can run `precision` on `device`, else why not."""
-    if device.startswith("cuda"):
-        return "the openvino backend runs on the CPU"
-    try:
-        import openvino as ov
-    except ImportError:
-        return "openvino is not installed (pip install '.[openvino]')"
-    if precision == "bf16":
-        caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-        if "BF16" not in caps:
-            return f"this CPU has no native bf16 (OpenVINO capabilities: {', '.join(caps)})"
-    return None
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
-def candidates(cfg: ModelConfig, device: str) -> list[Candidate]:
-    """Every backend and precision the model's files allow, each with why it cannot run here."""
-    import onnxruntime as ort
-
-    cuda = device.startswith("cuda")
-    no_gpu = None if cuda else "fp16 needs a CUDA device (pass --device cuda:0 on a GPU machine)"
-    bf16 = bf16_support(device)
-    files = cfg.files
-    out: list[Candidate] = []
-    if "eager" in files:
-        out += [
-            Candidate("eager", "fp32"),
-            Candidate("eager", "bf16", skip=bf16),
-            Candidate("eager", "fp16", skip=no_gpu),
-        ]
-    if "torchscript" in files:
-        out.append(Candidate("torchscript", "fp32"))
-    if "torchscript-bf16" in files:
-        out.append(Candidate("torchscript", "bf16", skip=bf16))
-    if "torchscript-fp16" in files:
-        out.append(Candidate("torchscript", "fp16", skip=no_gpu))
-    available = set(ort.get_available_providers())
-    providers = [["cuda"]] if cuda else [["cpu"]]
-    if cuda and "TensorrtExecutionProvider" in available:
-        providers.append(["tensorrt"])
-    for precision, key in (("fp32", "onnx"), ("int8", "onnx-int8"), ("fp16", "onnx-fp16")):
-        if key in files:
-            out += [Candidate("onnxruntime", precision, providers=p) for p in providers]
-    for precision, key in (("fp32", "onnx"), ("bf16", "onnx"), ("int8", "onnx-int8")):
-        if key in files:
-            out.append(Candidate("openvino", precision, skip=openvino_support(device, precision)))
-    return out
+def candidates(cfg: ModelConfig, device: str) -> list[tuple[str, Candidate]]:
+    """Every backend and precision the model's files allow, each with why it cannot run here:
+    each registered backend says which of its configurations fit the model."""
+    return [
+        (name, cand)
+        for name in REGISTRY
+        for cand in backend_class(name).check_candidates(cfg, device)
+    ]
 
 
 def run_backend(cfg: ModelConfig, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, str]:
@@ -193,9 +125,9 @@ def check_model(
     data = load_images(images_dir, base.input, base.labels or None, limit=limit)
 
     def variant(
-        backend: str, precision: str, dev: str, providers: list[str] | None = None
+        backend: str, precision: str, dev: str, extra: dict[str, Any] | None = None
     ) -> ModelConfig:
-        overrides: dict[str, object] = {
+        overrides: dict[str, Any] = {
             "backend": backend,
             "precision": precision,
             "device": dev,
@@ -205,24 +137,21 @@ def check_model(
                 "instances": 1,
             },
         }
-        if providers is not None:
-            overrides["onnxruntime"] = {**base.onnxruntime.model_dump(), "providers": providers}
+        overrides.update(extra or {})
         return base.variant(f"{base.name}-check", **overrides)
 
     reference, _ = run_backend(variant(*REFERENCE, "cpu"), data.images, batch_size)
     ref_acc = _accuracy(reference, data.truth)
     rows: list[Row] = []
-    for cand in candidates(base, device):
-        row = Row(cand.backend, cand.precision)
-        if cand.providers and cand.providers != ["cpu"]:
-            row.provider = f"asked {cand.providers[0]}"
+    for backend, cand in candidates(base, device):
+        row = Row(backend, cand.precision, provider=cand.asked)
         rows.append(row)
         if cand.skip:
             row.skipped = cand.skip
             continue
         try:
             logits, row.provider = run_backend(
-                variant(cand.backend, cand.precision, device, cand.providers),
+                variant(backend, cand.precision, device, cand.overrides),
                 data.images,
                 batch_size,
             )
@@ -275,7 +204,7 @@ def format_table(rows: list[Row]) -> str:
     widths.append(len(header[-1]))  # the result column runs long: not padded
     out = []
     for n, line in enumerate(lines):
-        cells = [c.ljust(w) for c, w in zip(line[:-1], widths)] + [line[-1]]
+        cells = [c.ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)] + [line[-1]]
         out.append("| " + " | ".join(cells) + " |")
         if n == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -284,6 +213,7 @@ def format_table(rows: list[Row]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
+    register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve does
     try:
         cfg, data, rows, ref_acc = check_model(
             Path(args.model), Path(args.images), args.device, args.batch_size, args.limit

@@ -83,8 +83,10 @@ def resolve_weights(arch: str, weights: str, allow_random_fallback: bool, seed: 
             banner = "!" * 78
             print(
                 f"\n{banner}\n!! WARNING: ImageNet weights for {arch} could not be downloaded:\n"
-                f"!!   {reason}\n!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
-                f"!! This is recorded in config.json (weights_fallback: true) and shown by the API.\n"
+                f"!!   {reason}\n"
+                "!! Exporting RANDOM weights instead: predictions are MEANINGLESS.\n"
+                "!! This is recorded in config.json (weights_fallback: true) and shown by the "
+                "API.\n"
                 f"{banner}\n",
                 file=sys.stderr,
                 flush=True,
@@ -186,7 +188,8 @@ def export_model(
     preprocess = preprocess or PreprocessConfig()
     resolved = resolve_weights(arch, weights, allow_random_fallback, seed)
     model = build_model(arch, resolved)
-    num_classes = model.fc.out_features
+    head: Any = model.fc  # torch types a Module's attributes as Tensor | Module
+    num_classes = int(head.out_features)
     labels = labels or resolved.labels
     if len(labels) != num_classes:
         labels = [f"class_{i}" for i in range(num_classes)]
@@ -232,12 +235,12 @@ def export_model(
             sample = load_images(calibration_images, preprocess, limit=64).images
         with torch.inference_mode():
             sample_reference = module(torch.from_numpy(sample)).numpy()
-        for key, got in _export_precisions(
+        for key, reduced in _export_precisions(
             precisions, files, module, example, out, preprocess, calibration_images, sample
         ):
             files[key] = PRECISION_FILES[key]
-            if got is not None:
-                errors[key] = relative_error(sample_reference, got)
+            if reduced is not None:
+                errors[key] = relative_error(sample_reference, reduced)
                 where = "calibration images" if sample is not check else "random images"
                 print(
                     f"{key:16s} {out / files[key]}  max relative error vs eager fp32 on "

@@ -42,7 +42,7 @@ class QuantizeReport:
 
 def head_nodes(model: Any) -> list[str]:
     """Names of the nodes before the first Conv: the uint8 -> normalised float head."""
-    names = []
+    names: list[str] = []
     for node in model.graph.node:
         if node.op_type == "Conv":
             return names
@@ -71,7 +71,7 @@ def quantize_int8(
     images = load_images(calibration_dir, preprocess, limit=limit).images
     name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
 
-    class Reader(CalibrationDataReader):  # type: ignore[misc]
+    class Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime has no types: Any
         def __init__(self) -> None:
             self._batches = iter(
                 images[i : i + CALIBRATION_BATCH] for i in range(0, len(images), CALIBRATION_BATCH)

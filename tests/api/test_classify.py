@@ -20,7 +20,7 @@ def grey_png(value: int, size: int = 300) -> bytes:
 
 
 @pytest.fixture()
-def fake_app():  # type: ignore[no-untyped-def]
+def fake_app():
     metrics = Metrics()
     app = create_app(
         Settings(max_images_per_request=4, max_body_bytes=2_000_000),
@@ -30,7 +30,7 @@ def fake_app():  # type: ignore[no-untyped-def]
     return app, metrics
 
 
-async def test_raw_multipart_and_json_bodies(fake_app) -> None:  # type: ignore[no-untyped-def]
+async def test_raw_multipart_and_json_bodies(fake_app) -> None:
     app, _ = fake_app
     async with app_client(app) as client:
         r = await client.post(
@@ -77,7 +77,7 @@ async def test_raw_multipart_and_json_bodies(fake_app) -> None:  # type: ignore[
         ({"content": b"x" * 2_000_001, "headers": {"Content-Type": "image/jpeg"}}, 413, "limit"),
     ],
 )
-async def test_bad_requests_get_clear_json_errors(fake_app, kwargs, status, words) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_requests_get_clear_json_errors(fake_app, kwargs, status, words) -> None:
     app, metrics = fake_app
     async with app_client(app) as client:
         r = await client.post("/v1/models/fake/classify", **kwargs)
@@ -98,7 +98,7 @@ async def test_bad_requests_get_clear_json_errors(fake_app, kwargs, status, word
     )
 
 
-async def test_bad_image_in_multi_image_request_names_it(fake_app) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_image_in_multi_image_request_names_it(fake_app) -> None:
     app, _ = fake_app
     async with app_client(app) as client:
         files = [("a", ("a.png", grey_png(1), "image/png")), ("b", ("b.png", b"junk", "image/png"))]
@@ -106,7 +106,7 @@ async def test_bad_image_in_multi_image_request_names_it(fake_app) -> None:  # t
         assert r.status_code == 400 and r.json()["error"].startswith("image 1:")
 
 
-async def test_unknown_model_top_k_and_timeout(fake_app) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_model_top_k_and_timeout(fake_app) -> None:
     app, _ = fake_app
     async with app_client(app) as client:
         r = await client.post(
@@ -148,7 +148,7 @@ async def test_full_queue_answers_503_with_retry_after() -> None:
     async with app_client(app) as client:
         import asyncio
 
-        async def post():  # type: ignore[no-untyped-def]
+        async def post():
             return await client.post(
                 "/v1/models/q/classify", content=grey_png(3), headers={"Content-Type": "image/png"}
             )
@@ -160,7 +160,7 @@ async def test_full_queue_answers_503_with_retry_after() -> None:
         assert rejected.headers["Retry-After"] == "1" and "queue" in rejected.json()["error"]
 
 
-async def test_models_health_and_metrics(fake_app) -> None:  # type: ignore[no-untyped-def]
+async def test_models_health_and_metrics(fake_app) -> None:
     app, _ = fake_app
     async with app_client(app) as client:
         assert (await client.get("/health/live")).json() == {"status": "alive"}

@@ -53,7 +53,7 @@ async def test_bearer_token_guards_inference_and_admin(protect_metrics: bool) ->
 async def test_chunked_body_over_the_limit_is_stopped() -> None:
     app = create_app(Settings(max_body_bytes=10_000), configs=[fake_config()])
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks():
         for _ in range(100):
             yield b"x" * 1000
 

@@ -22,7 +22,7 @@ from tests.fakes import Behaviour, FakeBackend, expected_logits, fake_config
 CROP = 224
 
 
-def make_app(tmp_path: Path, *configs, **settings):  # type: ignore[no-untyped-def]
+def make_app(tmp_path: Path, *configs, **settings):
     return create_app(
         Settings(models_dir=tmp_path, **settings),
         configs=list(configs) or [fake_config()],
@@ -34,7 +34,7 @@ def grey(*values: int) -> np.ndarray:
     return np.stack([np.full((CROP, CROP, 3), v, np.uint8) for v in values])
 
 
-def pixels_json(batch: np.ndarray, nested: bool = False, **extra) -> dict:  # type: ignore[no-untyped-def]
+def pixels_json(batch: np.ndarray, nested: bool = False, **extra) -> dict:
     data = batch.tolist() if nested else batch.ravel().tolist()
     return {
         "inputs": [
@@ -333,6 +333,8 @@ def pixels(shape: list[int], datatype: str = "UINT8", name: str = "images") -> d
 
 BAD_JSON = [
     (b"{not json", "not valid JSON"),
+    # the same nesting limit as /v1 classify's JSON (max_json_depth, 64 by default)
+    (b'{"inputs": ' + b"[" * 70 + b"]" * 70 + b"}", "nested deeper than 64 levels"),
     (b"[]", "JSON object"),
     (
         json.dumps(

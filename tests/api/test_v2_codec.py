@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from app.api import v2_codec as codec
+from app.api.inputs import parse_json
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
-def request(inputs, outputs=None, binary=b"", **params):  # type: ignore[no-untyped-def]
+def request(inputs, outputs=None, binary=b"", **params):
     header = {"inputs": inputs}
     if outputs is not None:
         header["outputs"] = outputs
@@ -231,11 +232,14 @@ def test_bad_bytes_elements(blob: bytes, count: int, message: str) -> None:
         )
 
 
-def test_parse_json_rejects_garbage() -> None:
+def test_parse_json_rejects_garbage_and_depth() -> None:
+    with pytest.raises(InvalidInput, match="request header is not valid JSON"):
+        parse_json(b"{nope", 64, "request header")
     with pytest.raises(InvalidInput, match="not valid JSON"):
-        codec.parse_json(b"{nope")
-    with pytest.raises(InvalidInput, match="not valid JSON"):
-        codec.parse_json(b"[" * 100_000)
+        parse_json(b"[" * 100_000, 64)
+    assert parse_json(b"[[[1]]]", 4) == [[[1]]]  # a scalar is one level
+    with pytest.raises(InvalidInput, match="nested deeper than 3 levels"):
+        parse_json(b"[[[1]]]", 3)
 
 
 def test_encode_response_json_and_binary() -> None:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def bench(server, image_dir: Path, out: Path, *args: str) -> int:  # type: ignore[no-untyped-def]
+def bench(server, image_dir: Path, out: Path, *args: str) -> int:
     return main(
         [
             "bench",
@@ -39,7 +39,7 @@ def bench(server, image_dir: Path, out: Path, *args: str) -> int:  # type: ignor
 def test_closed_loop_against_a_real_server(
     start_server,
     models_repo: Path,
-    image_dir: Path,  # type: ignore[no-untyped-def]
+    image_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -121,7 +121,7 @@ def test_closed_loop_against_a_real_server(
     assert served(server, "499") == 0
 
 
-def served(server, code: str) -> float:  # type: ignore[no-untyped-def]
+def served(server, code: str) -> float:
     """resnet_serve_requests_total for resnet18's classify endpoint and one status code."""
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
         if (
@@ -136,7 +136,7 @@ def served(server, code: str) -> float:  # type: ignore[no-untyped-def]
 def test_open_loop_and_multipart(
     start_server,
     models_repo: Path,
-    image_dir: Path,  # type: ignore[no-untyped-def]
+    image_dir: Path,
     tmp_path: Path,
 ) -> None:
     server = start_server(models_repo, env=FAST_STOP)
@@ -203,7 +203,7 @@ def test_v2_modes(
     mode: str,
     start_server,
     models_repo: Path,
-    image_dir: Path,  # type: ignore[no-untyped-def]
+    image_dir: Path,
     tmp_path: Path,
 ) -> None:
     """The KServe V2 binary requests (BYTES image_bytes, or UINT8 images) are accepted."""

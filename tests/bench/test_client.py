@@ -14,7 +14,7 @@ REQUESTS = [
 ]
 
 
-async def started(rule) -> StubServer:  # type: ignore[no-untyped-def]
+async def started(rule) -> StubServer:
     return await StubServer(rule).start()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.message
 import email.parser
 import json
 import struct
@@ -21,7 +22,7 @@ from app.bench.payload import (
 )
 
 
-def split_v2(data: bytes, headers: tuple[tuple[str, str], ...]) -> tuple[dict, bytes]:  # type: ignore[type-arg]
+def split_v2(data: bytes, headers: tuple[tuple[str, str], ...]) -> tuple[dict, bytes]:
     length = int(dict(headers)["Inference-Header-Content-Length"])
     return json.loads(data[:length]), data[length:]
 
@@ -31,7 +32,10 @@ def test_multipart_parts_are_the_images(jpegs: list[bytes]) -> None:
     msg = email.parser.BytesParser().parsebytes(
         b"Content-Type: " + body.content_type.encode() + b"\r\n\r\n" + body.data
     )
-    parts = msg.get_payload()
+    payload = msg.get_payload()
+    assert isinstance(payload, list)
+    parts = [p for p in payload if isinstance(p, email.message.Message)]
+    assert len(parts) == len(payload)
     assert [p.get_param("name", header="content-disposition") for p in parts] == ["images"] * 3
     assert [p.get_payload(decode=True) for p in parts] == jpegs[:3]
     assert body.images == 3

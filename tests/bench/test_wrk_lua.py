@@ -20,7 +20,7 @@ pytestmark = [
 SCRIPT = ROOT / "benchmarks" / "wrk_post_image.lua"
 
 
-def run_wrk(url: str, images: list[Path]) -> dict:  # type: ignore[type-arg]
+def run_wrk(url: str, images: list[Path]) -> dict:
     cmd = [
         "wrk",
         "-t2",
@@ -41,7 +41,7 @@ def run_wrk(url: str, images: list[Path]) -> dict:  # type: ignore[type-arg]
 
 def test_lua_script_counts_non_2xx_across_threads(
     start_server,
-    models_repo: Path,  # type: ignore[no-untyped-def]
+    models_repo: Path,
     image_dir: Path,
 ) -> None:
     server = start_server(models_repo, env=FAST_STOP)

@@ -48,7 +48,7 @@ def names_in(expr: str) -> set[str]:
 
 def dashboard_exprs(path: Path) -> list[str]:
     dash = json.loads(path.read_text())
-    exprs = []
+    exprs: list[str] = []
 
     def walk(panels):
         for p in panels:

@@ -58,7 +58,7 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, seconds: float) -> Non
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(
-                f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+                f"{str(proc.args)[:200]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
             )
         if http(url, timeout=2)[0] == 200:
             return

@@ -40,7 +40,7 @@ def test_hadolint_can_fail():
 
 def _stages(text: str) -> dict[str, str]:
     parts = re.split(r"(?m)^FROM\s+\S+\s+AS\s+(\S+)\s*$", text)
-    return dict(zip(parts[1::2], parts[2::2]))
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
 
 
 def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
@@ -64,14 +64,15 @@ def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
 
 def test_dockerignore_is_an_allow_list():
     lines = [
-        l.strip()
-        for l in (REPO / ".dockerignore").read_text().splitlines()
-        if l.strip() and not l.startswith("#")
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
     assert lines[0] == "*"
     assert {"!pyproject.toml", "!app/", "!README.md"} <= set(lines)
     assert not any(
-        l.startswith("!") and ("models" in l or ".venv" in l or "tests" in l) for l in lines
+        line.startswith("!") and ("models" in line or ".venv" in line or "tests" in line)
+        for line in lines
     )
 
 
@@ -205,8 +206,8 @@ def test_dashboard_has_the_required_queries():
     joined = "\n".join(exprs)
     for q in ("0.5", "0.95", "0.99"):
         assert (
-            f"histogram_quantile({q}, sum by (le, model) (rate(resnet_serve_request_duration_seconds_bucket"
-            in joined
+            f"histogram_quantile({q}, sum by (le, model) "
+            "(rate(resnet_serve_request_duration_seconds_bucket" in joined
         )
     assert "rate(resnet_serve_requests_total" in joined  # request rate
     assert 'code=~"5.."' in joined  # error rate
@@ -260,11 +261,11 @@ def _merge(base, patch):
         and isinstance(patch, list)
         and all("name" in x for x in base + patch)
     ):
-        out = [copy.deepcopy(x) for x in base]
+        items = [copy.deepcopy(x) for x in base]
         for item in patch:
-            idx = next((i for i, x in enumerate(out) if x["name"] == item["name"]), None)
-            out.append(item) if idx is None else out.__setitem__(idx, _merge(out[idx], item))
-        return out
+            idx = next((i for i, x in enumerate(items) if x["name"] == item["name"]), None)
+            items.append(item) if idx is None else items.__setitem__(idx, _merge(items[idx], item))
+        return items
     return patch
 
 

@@ -7,13 +7,13 @@ import schemathesis
 
 
 @schemathesis.check
-def no_internal_error(ctx, response, case):  # type: ignore[no-untyped-def]
+def no_internal_error(ctx, response, case):
     if response.status_code == 500 or response.status_code > 504:
         raise AssertionError(f"internal error {response.status_code}: {response.text[:300]}")
 
 
 @schemathesis.check
-def errors_are_json(ctx, response, case):  # type: ignore[no-untyped-def]
+def errors_are_json(ctx, response, case):
     if response.status_code >= 400:
         body = response.json()
         if not isinstance(body, dict) or not isinstance(body.get("error"), str):

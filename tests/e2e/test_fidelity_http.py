@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.backends.torch.common import bf16_support
 from app.config import read_model_config
 from app.offline import check
 from app.offline.imagefolder import load_images
@@ -52,10 +53,10 @@ def classify_over_http(url: str, files: list[Path]) -> np.ndarray:
 
 def test_http_accuracy_equals_in_process_eager_accuracy(
     digits_dir: Path, digits_images: dict[str, Path], tmp_path: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     repo = tmp_path / "models"
     shutil.copytree(digits_dir, repo / "digits")
-    variants = served_variants(bf16=check.bf16_support("cpu") is None)
+    variants = served_variants(bf16=bf16_support("cpu") is None)
     config_path = repo / "digits" / "config.json"
     config = json.loads(config_path.read_text())
     config["variants"] = variants

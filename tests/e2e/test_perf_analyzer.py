@@ -29,7 +29,7 @@ pytestmark = [
 ]
 
 
-def test_perf_analyzer_drives_the_server(models_repo: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_perf_analyzer_drives_the_server(models_repo: Path, start_server) -> None:
     server = start_server(models_repo)
     run = subprocess.run(
         [

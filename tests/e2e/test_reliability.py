@@ -31,7 +31,7 @@ def post(client: httpx.Client, model: str, grey: int) -> httpx.Response:
     return client.post(f"/v1/models/{model}/classify?top_k=1", content=grey_png(grey), headers=PNG)
 
 
-def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(
         repo,
@@ -72,7 +72,7 @@ def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> N
     assert server.stop() == 0
 
 
-def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "slow", options={"delay_s": 1.0}, batching={"max_batch_size": 1})
     server = start_server(repo, env=ENV)
@@ -102,7 +102,7 @@ def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server
         )
 
 
-def test_logs_never_hold_request_bodies(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_logs_never_hold_request_bodies(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     server = start_server(repo, env=ENV, args=["--log-level", "debug"])
@@ -115,7 +115,7 @@ def test_logs_never_hold_request_bodies(tmp_path: Path, start_server) -> None:  
     assert marker.decode() not in server.log()
 
 
-def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_drains_under_load_and_loses_nothing(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake", options={"delay_s": 0.02}, batching={"max_batch_size": 4})
     server = start_server(repo, env={**ENV, "RESNET_SERVE_SHUTDOWN_GRACE_S": "1.5"})

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent
 
 
-def test_schemathesis_finds_no_internal_errors(tmp_path: Path, start_server) -> None:  # type: ignore[no-untyped-def]
+def test_schemathesis_finds_no_internal_errors(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake", batching={"max_batch_size": 4})
     server = start_server(

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 def test_every_backend_gives_the_same_top5_for_real_jpegs(
     models_repo: Path, jpegs: list[bytes], start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     server = start_server(models_repo, ["--backends", "torchscript,eager"])
     names = ["resnet18", "resnet18-torchscript", "resnet18-eager"]
     with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -46,7 +46,7 @@ def test_every_backend_gives_the_same_top5_for_real_jpegs(
 
 def test_server_stays_up_and_not_ready_when_a_model_cannot_load(
     models_repo: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     (models_repo / "resnet18" / "model.onnx").write_bytes(b"this is not onnx")
     server = start_server(models_repo, wait=False)
     import time
@@ -67,7 +67,7 @@ def test_server_stays_up_and_not_ready_when_a_model_cannot_load(
 
 def test_several_worker_processes_share_the_port_and_the_metrics(
     tmp_path: Path, start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import os
     import re
 

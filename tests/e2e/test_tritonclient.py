@@ -20,12 +20,12 @@ MODEL = "resnet18"
 
 
 @pytest.fixture()
-def server(models_repo: Path, start_server):  # type: ignore[no-untyped-def]
+def server(models_repo: Path, start_server):
     return start_server(models_repo)
 
 
 @pytest.fixture()
-def client(server):  # type: ignore[no-untyped-def]
+def client(server):
     c = httpclient.InferenceServerClient(
         url=server.url.removeprefix("http://"), network_timeout=60.0
     )
@@ -33,7 +33,7 @@ def client(server):  # type: ignore[no-untyped-def]
     c.close()
 
 
-def classify_v1(server, image: bytes, k: int) -> list[dict]:  # type: ignore[no-untyped-def]
+def classify_v1(server, image: bytes, k: int) -> list[dict]:
     r = httpx.post(
         f"{server.url}/v1/models/{MODEL}/classify?top_k={k}",
         content=image,
@@ -41,7 +41,7 @@ def classify_v1(server, image: bytes, k: int) -> list[dict]:  # type: ignore[no-
         timeout=60,
     )
     assert r.status_code == 200, r.text
-    return r.json()["predictions"][0]  # type: ignore[no-any-return]
+    return r.json()["predictions"][0]
 
 
 def parse_classes(values: np.ndarray) -> list[tuple[float, int, str]]:
@@ -53,7 +53,7 @@ def parse_classes(values: np.ndarray) -> list[tuple[float, int, str]]:
     return out
 
 
-def test_metadata_and_config(client, models_repo: Path) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_and_config(client, models_repo: Path) -> None:
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
     assert not client.is_model_ready(MODEL, "2")
@@ -70,7 +70,7 @@ def test_metadata_and_config(client, models_repo: Path) -> None:  # type: ignore
         client.get_model_metadata("nope")
 
 
-def test_json_binary_and_file_inputs_agree_with_classify(  # type: ignore[no-untyped-def]
+def test_json_binary_and_file_inputs_agree_with_classify(
     client, server, models_repo: Path, photo_jpeg: bytes
 ) -> None:
     cfg = read_model_config(models_repo / MODEL)
@@ -119,7 +119,7 @@ def test_json_binary_and_file_inputs_agree_with_classify(  # type: ignore[no-unt
     assert parse_classes(res_files.as_numpy("probabilities")) == expected
 
 
-def test_errors_reach_the_client(client) -> None:  # type: ignore[no-untyped-def]
+def test_errors_reach_the_client(client) -> None:
     inp = httpclient.InferInput("images", [1, 3, 224, 224], "UINT8")
     inp.set_data_from_numpy(np.zeros((1, 3, 224, 224), np.uint8))
     with pytest.raises(InferenceServerException, match="NCHW") as info:
@@ -132,7 +132,7 @@ def test_errors_reach_the_client(client) -> None:  # type: ignore[no-untyped-def
     assert info.value.status() == "404"
 
 
-def test_statistics(client) -> None:  # type: ignore[no-untyped-def]
+def test_statistics(client) -> None:
     batch = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     for _ in range(3):
         inp = httpclient.InferInput("images", list(batch.shape), "UINT8")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.backends.torch.common import bf16_support
 from app.backends.torch.models import build_arch
 from app.cli import main
 from app.config import read_model_config
@@ -21,7 +22,7 @@ from app.offline.recipes import digits
 
 
 @pytest.fixture(scope="module")
-def report(digits_dir: Path, digits_images: dict[str, Path]):  # type: ignore[no-untyped-def]
+def report(digits_dir: Path, digits_images: dict[str, Path]):
     return check.check_model(digits_dir, digits_images["test"])
 
 
@@ -29,7 +30,7 @@ def rows_by_key(rows: list[check.Row]) -> dict[tuple[str, str], check.Row]:
     return {(r.backend, r.precision): r for r in rows}
 
 
-def test_every_cpu_backend_and_precision_agrees(report) -> None:  # type: ignore[no-untyped-def]
+def test_every_cpu_backend_and_precision_agrees(report) -> None:
     cfg, data, rows, ref_acc = report
     assert len(data.files) == 540 and data.truth is not None
     assert ref_acc is not None and ref_acc >= 0.99
@@ -42,15 +43,17 @@ def test_every_cpu_backend_and_precision_agrees(report) -> None:  # type: ignore
         ("onnxruntime", "int8"),
         ("onnxruntime", "fp16"),
     }
-    if check.bf16_support("cpu") is None:
+    if bf16_support("cpu") is None:
         expected |= {("eager", "bf16"), ("torchscript", "bf16")}
     assert expected <= ran
     for row in rows:
         assert row.passed, check.format_table(rows)
     for key in [("eager", "fp32"), ("torchscript", "fp32"), ("onnxruntime", "fp32")]:
-        assert by[key].rel_error is not None and by[key].rel_error < 1e-4
+        rel_error = by[key].rel_error
+        assert rel_error is not None and rel_error < 1e-4
         assert by[key].top1 == 1.0 and by[key].top5 == 1.0 and by[key].accuracy == ref_acc
-    assert by[("onnxruntime", "int8")].top1 >= 0.99
+    int8_top1 = by[("onnxruntime", "int8")].top1
+    assert int8_top1 is not None and int8_top1 >= 0.99
     assert by[("onnxruntime", "int8")].provider == "CPUExecutionProvider"
     assert by[("eager", "fp16")].skipped  # no CUDA device here
 
@@ -117,7 +120,8 @@ def test_a_different_fp32_graph_fails_the_check(
     _, _, rows, _ = check.check_model(bad, digits_images["test"], limit=50)
     by = rows_by_key(rows)
     assert not by[("onnxruntime", "fp32")].passed
-    assert by[("onnxruntime", "fp32")].rel_error > 1e-4
+    rel_error = by[("onnxruntime", "fp32")].rel_error
+    assert rel_error is not None and rel_error > 1e-4
     assert by[("torchscript", "fp32")].passed
 
 

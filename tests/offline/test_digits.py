@@ -13,7 +13,7 @@ from app.offline.imagefolder import load_images
 from app.offline.recipes import digits
 
 
-def eager(weights: Path | dict) -> torch.nn.Module:  # type: ignore[type-arg]
+def eager(weights: Path | dict) -> torch.nn.Module:
     model = build_arch(digits.ARCH, len(digits.LABELS))
     state = torch.load(weights, weights_only=True) if isinstance(weights, Path) else weights
     model.load_state_dict(state)
@@ -57,6 +57,7 @@ def test_untrained_model_is_at_chance(digits_images: dict[str, Path]) -> None:
     """The accuracy above comes from training, not from the data being trivial."""
     data = load_images(digits_images["test"], digits.PREPROCESS, digits.LABELS)
     torch.manual_seed(0)
+    assert data.truth is not None
     untrained = eager(build_arch(digits.ARCH, 10).state_dict())
     with torch.inference_mode():
         acc = digits.accuracy(untrained(torch.from_numpy(data.images)).numpy(), data.truth)
@@ -68,6 +69,7 @@ def test_training_recipe_learns(digits_images: dict[str, Path]) -> None:
     """Two epochs of the recipe that made the committed weights already beat chance by far."""
     state = digits.train(digits_images["train"], epochs=2, seed=0, log=False)
     data = load_images(digits_images["test"], digits.PREPROCESS, digits.LABELS)
+    assert data.truth is not None
     with torch.inference_mode():
         acc = digits.accuracy(eager(state)(torch.from_numpy(data.images)).numpy(), data.truth)
     assert acc > 0.6

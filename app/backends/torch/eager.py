@@ -10,6 +10,11 @@ from app.backends.torch.common import TorchBackend
 
 class EagerBackend(TorchBackend):
     name = "eager"
+    platform = "pytorch"
+
+    @classmethod
+    def file_key(cls, precision: str) -> str:
+        return "eager"  # one fp32 state_dict: the other precisions are converted at load
 
     def build_module(self) -> Any:
         import torch
@@ -19,9 +24,11 @@ class EagerBackend(TorchBackend):
         cfg = self.config
         model = build_arch(cfg.arch, cfg.num_classes)
         model.load_state_dict(
-            torch.load(cfg.path_of("eager"), map_location="cpu", weights_only=True)
+            torch.load(
+                cfg.path_of(self.file_key(cfg.precision)), map_location="cpu", weights_only=True
+            )
         )
-        module = wrap(
+        module: Any = wrap(
             model, cfg.input.mean, cfg.input.std, cfg.device, cfg.precision, cfg.torch.channels_last
         )
         if cfg.torch.compile:

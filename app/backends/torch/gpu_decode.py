@@ -130,8 +130,9 @@ def decode_batch(
     cpu_rows: list[int] = []
     cpu_pixels: list[np.ndarray] = []
     for rows in _chunks(images):
-        decoded = decode_jpegs([images[i].data for i in rows], device)  # type: ignore[misc]
-        for i, img in zip(rows, decoded):
+        # _chunks keeps only the rows that hold data: `or b""` never applies
+        decoded = decode_jpegs([images[i].data or b"" for i in rows], device)
+        for i, img in zip(rows, decoded, strict=True):
             if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] == 3:
                 out[i] = resize_crop(orient(img, images[i].orientation), cfg)
                 continue

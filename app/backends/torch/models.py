@@ -27,6 +27,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 class UInt8Classifier(nn.Module):
     """uint8 (N, H, W, 3) -> normalised float (N, 3, H, W) -> model -> float32 logits."""
 
+    scale: torch.Tensor  # buffers, registered in __init__
+    shift: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module,
@@ -44,10 +47,11 @@ class UInt8Classifier(nn.Module):
         # permute keeps the NHWC memory: the view is channels_last, what the convs prefer.
         x = x.permute(0, 3, 1, 2).to(self.scale.dtype)
         x = x * self.scale - self.shift
-        return self.model(x).float()
+        logits: torch.Tensor = self.model(x)
+        return logits.float()
 
 
-class MiniResNet(ResNet):
+class MiniResNet(ResNet):  # type: ignore[misc]  # torchvision ships no types: ResNet is Any
     """torchvision's ResNet with BasicBlocks, one block per stage and a narrow stem.
 
     torchvision fixes the stage widths at 64-128-256-512 for BasicBlock; this rebuilds the
@@ -81,7 +85,8 @@ def build_arch(arch: str, num_classes: int = 1000) -> nn.Module:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if arch == "resnet-mini":
         return MiniResNet(num_classes=num_classes)
-    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    model: nn.Module = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    return model
 
 
 def wrap(
@@ -111,7 +116,8 @@ def quiet_torch() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        tracer_warning = torch.jit.TracerWarning  # type: ignore[attr-defined]  # not in the stubs
+        warnings.simplefilter("ignore", tracer_warning)
         yield
 
 
@@ -171,7 +177,8 @@ class TorchRunner:
         host = torch.from_numpy(batch)
         with torch.inference_mode():
             if not self.cuda:
-                return self.module(host).numpy()
+                logits: np.ndarray = self.module(host).numpy()
+                return logits
             assert self.stream is not None and self.staging is not None
             n = host.shape[0]
             if n <= self.staging.shape[0]:
@@ -183,7 +190,8 @@ class TorchRunner:
                 x = staged.to(self.device, non_blocking=True)
                 out = self.module(x).to("cpu", non_blocking=True)
             self.stream.synchronize()
-            return out.numpy()
+            result: np.ndarray = out.numpy()
+            return result
 
     def run_encoded(
         self, images: list[EncodedImage], pad_to: int
@@ -201,7 +209,8 @@ class TorchRunner:
         return out.numpy(), errors
 
     def close(self) -> None:
-        self.module = None  # type: ignore[assignment]
+        # drop the module so its device memory can go; a closed runner is never called again
+        self.module = None  # type: ignore[assignment]  # see the line above
         self.staging = None
         if self.cuda:
             torch.cuda.empty_cache()

@@ -10,6 +10,7 @@ from app.backends.torch.common import TorchBackend
 
 class TorchScriptBackend(TorchBackend):
     name = "torchscript"
+    platform = "pytorch_libtorch"  # file keys: torchscript, torchscript-bf16, torchscript-fp16
 
     def build_module(self) -> Any:
         import torch
@@ -17,6 +18,6 @@ class TorchScriptBackend(TorchBackend):
         from app.backends.torch.models import quiet_torch
 
         cfg = self.config
-        key = "torchscript" if cfg.precision == "fp32" else f"torchscript-{cfg.precision}"
+        path = cfg.path_of(self.file_key(cfg.precision))
         with quiet_torch():
-            return torch.jit.load(str(cfg.path_of(key)), map_location=cfg.device).eval()
+            return torch.jit.load(str(path), map_location=cfg.device).eval()

@@ -20,12 +20,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
 from app.offline.imagefolder import load_images
+
+if TYPE_CHECKING:
+    import torch  # imported at run time inside the functions that train
 
 ARCH = "resnet-mini"
 # Trained by `python -m app.offline.recipes.digits train` (30 epochs, seed 0) and committed: 1.3 MB.
@@ -46,7 +50,9 @@ def load_split(split: str) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError:  # pragma: no cover - dev dependency
-        raise SystemExit("the digits recipe needs scikit-learn: pip install 'resnet-serve[dev]'")
+        raise SystemExit(
+            "the digits recipe needs scikit-learn: pip install 'resnet-serve[dev]'"
+        ) from None
     digits = load_digits()
     images, labels = digits.images, digits.target
     if split == "all":

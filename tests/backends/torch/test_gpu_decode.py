@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.io import decode_jpeg
 
 import app.backends.torch.gpu_decode as gpu_decode
-from app.backends import create_backend
+from app.backends import REGISTRY, create_backend
+from app.backends.base import Backend
+from app.backends.torch.common import TorchBackend
 from app.backends.torch.gpu_decode import decode_batch
 from app.backends.torch.models import TorchRunner, build_arch, wrap
 from app.batching import DynamicBatcher
@@ -22,10 +25,10 @@ from app.config import ModelConfig, PreprocessConfig, Settings
 from app.errors import InvalidInput, PayloadTooLarge
 from app.main import create_app
 from app.metrics import Metrics
-from app.preprocess import EncodedImage, decode, inspect
+from app.preprocess import Batch, EncodedImage, decode, inspect
 from app.repository import ModelRepository
 from tests.conftest import app_client, encode, synthetic_photo
-from tests.fakes import REGISTRY, FakeBackend, expected_logits, fake_config
+from tests.fakes import FakeBackend, expected_logits, fake_config
 
 CFG = PreprocessConfig()
 NO_DRAFT = PreprocessConfig(use_draft=False)
@@ -40,7 +43,7 @@ def jpeg_with_orientation(img: Image.Image, orientation: int, **kw: object) -> b
     return buf.getvalue()
 
 
-def gpu_path(datas: list[bytes], cfg: PreprocessConfig = NO_DRAFT, pad_to: int | None = None):  # type: ignore[no-untyped-def]
+def gpu_path(datas: list[bytes], cfg: PreprocessConfig = NO_DRAFT, pad_to: int | None = None):
     images = [inspect(d, cfg, LIMIT) for d in datas]
     out, errors = decode_batch(images, cfg, "cpu", pad_to or len(images))
     return out.numpy(), errors
@@ -143,7 +146,7 @@ def test_an_unreadable_jpeg_fails_alone(jpegs: list[bytes]) -> None:
     out, errors = decode_batch(images, NO_DRAFT, "cpu", 3)
     # neither decode_jpeg nor Pillow can read it: its row is its own error, with Pillow's words
     assert list(errors) == [1] and isinstance(errors[1], InvalidInput)
-    assert "truncated or corrupt" in errors[1].message  # type: ignore[attr-defined]
+    assert "truncated or corrupt" in errors[1].message
     close(out[0].numpy(), decode(jpegs[1], NO_DRAFT, LIMIT))
     close(out[2].numpy(), decode(jpegs[2], NO_DRAFT, LIMIT))
 
@@ -152,9 +155,9 @@ def test_a_batch_the_decoder_rejects_is_retried_image_by_image(
     jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = gpu_decode.decode_jpeg
+    real = decode_jpeg  # what gpu_decode calls, until patched below
 
-    def flaky(tensors, **kw):  # type: ignore[no-untyped-def]
+    def flaky(tensors, **kw):
         calls.append(len(tensors))
         if (
             len(tensors) > 1
@@ -231,7 +234,7 @@ def test_only_backends_that_decode_on_the_gpu_accept_it() -> None:
 @pytest.mark.parametrize("backend", ["eager", "torchscript"])
 async def test_gpu_decode_without_cuda_fails_to_load_with_its_reason(
     backend: str, tmp_path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     cfg = ModelConfig(name="m", backend=backend, device="cuda", input={"decode": "gpu"})
     cfg.directory = tmp_path
     repo = ModelRepository([cfg], Metrics())
@@ -250,7 +253,7 @@ class FakeGpuBackend(FakeBackend):
     name = "fake-gpu"
     seen: list[int] = []
 
-    def infer_encoded(self, images: list[EncodedImage], pad_to: int):  # type: ignore[no-untyped-def]
+    def infer_encoded(self, images: list[EncodedImage], pad_to: int):
         FakeGpuBackend.seen.append(len(images))
         out, errors = decode_batch(images, self.config.input, "cpu", pad_to)
         return expected_logits(out.numpy(), self.config.num_classes), errors
@@ -272,7 +275,7 @@ async def test_one_bad_image_fails_only_its_request(jpegs: list[bytes]) -> None:
     batcher = DynamicBatcher("m", [backend], cfg.batching, metrics.for_model("m"))
     FakeGpuBackend.seen.clear()
     bad = EncodedImage(data=b"\xff\xd8 definitely not a jpeg body")
-    requests = [
+    requests: list[Batch] = [
         [inspect(grey(40), cfg.input, LIMIT)],
         [inspect(grey(90), cfg.input, LIMIT), bad],
         np.full((1, 224, 224, 3), 150, np.uint8),  # V2 pixels, beside encoded images
@@ -282,9 +285,10 @@ async def test_one_bad_image_fails_only_its_request(jpegs: list[bytes]) -> None:
     results = await asyncio.gather(*futures, return_exceptions=True)
     await batcher.close()
     assert FakeGpuBackend.seen == [4]  # one batch
-    assert int(np.argmax(results[0][0])) in (39, 40, 41)  # type: ignore[index]
+    assert isinstance(results[0], np.ndarray) and isinstance(results[2], np.ndarray)
+    assert int(np.argmax(results[0][0])) in (39, 40, 41)
     assert isinstance(results[1], InvalidInput) and results[1].message.startswith("image 1: ")
-    assert int(np.argmax(results[2][0])) == 150  # type: ignore[index]
+    assert int(np.argmax(results[2][0])) == 150
 
 
 async def test_http_classify_with_gpu_decode() -> None:
@@ -300,7 +304,7 @@ async def test_http_classify_with_gpu_decode() -> None:
         r = await client.post("/v1/models/fakegpu/classify?top_k=1", files=files)
         assert r.status_code == 200, r.text
         tops = [row[0]["index"] for row in r.json()["predictions"]]
-        assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120))), tops
+        assert all(abs(t - v) <= 1 for t, v in zip(tops, (30, 200, 120), strict=True)), tops
 
         r = await client.post(
             "/v1/models/fakegpu/classify",
@@ -317,13 +321,38 @@ async def test_http_classify_with_gpu_decode() -> None:
         assert r.json()["input"]["decode"] == "gpu"
 
 
-def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
-    from app.backends.base import Backend
+class CountingTorchBackend(TorchBackend):
+    """The torch backends' warm-up over the fake's logits: no module, no GPU."""
 
-    backend = FakeBackend(gpu_fake_config("warm"))
-    Backend.warmup(backend, [1, 2, 4])  # the base class's warm-up, which the fake skips
-    # pixels at each size, then a decoded JPEG at each size (the default infer_encoded)
-    assert backend._b().batches == [1, 2, 4, 1, 2, 4]
+    name = "counting-torch"
+
+    def build_module(self) -> None:
+        raise AssertionError("not loaded in this test")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.seen.append(len(batch))
+        return expected_logits(batch, self.config.num_classes)
+
+    def infer_encoded(
+        self, images: list[EncodedImage], pad_to: int
+    ) -> tuple[np.ndarray, dict[int, Exception]]:
+        self.encoded.append(len(images))
+        return Backend.infer_encoded(self, images, pad_to)  # decoded on the CPU
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.seen: list[int] = []
+        self.encoded: list[int] = []
+
+
+def test_warmup_decodes_a_jpeg_at_every_batch_size() -> None:
+    backend = CountingTorchBackend(gpu_fake_config("warm"))
+    backend.warmup([1, 2, 4])
+    # pixels at each size, then a decoded JPEG at each size
+    assert backend.seen == [1, 2, 4, 1, 2, 4] and backend.encoded == [1, 2, 4]
+    cpu = CountingTorchBackend(fake_config("cpu-decoding"))
+    cpu.warmup([1, 2])
+    assert cpu.seen == [1, 2] and cpu.encoded == []  # no GPU decoding, no JPEG warm-up
 
 
 # ---------------------------------------------------------------------- the real thing
@@ -349,7 +378,7 @@ def test_nvjpeg_path_matches_the_cpu_path_on_a_gpu(jpegs: list[bytes]) -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (nvJPEG)")
-async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes]) -> None:  # type: ignore[no-untyped-def]
+async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes]) -> None:
     """The eager ResNet-18 on cuda:0 with two instances (a stream each), over HTTP."""
     from app.config import read_model_config
 
@@ -383,7 +412,7 @@ async def test_served_gpu_decode_model_on_a_gpu(models_repo, jpegs: list[bytes])
 
 
 # ---------------------------------------------------------------------- the benchmark script
-def _benchmark():  # type: ignore[no-untyped-def]
+def _benchmark():
     import importlib.util
     from pathlib import Path
 
@@ -403,7 +432,7 @@ def test_benchmark_says_why_it_cannot_run_without_cuda(capsys: pytest.CaptureFix
     assert "no CUDA device" in capsys.readouterr().err
 
 
-def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "figures.json"
     args = [
         "--device",
