@@ -11,6 +11,7 @@ import pytest
 
 from app.backends import create_backend
 from app.backends import openvino as ov_backend
+from app.backends.openvino import OpenVinoBackend
 from app.config import read_model_config
 from app.offline.export import relative_error
 
@@ -29,7 +30,7 @@ def digits_batch(digits_dir: Path) -> np.ndarray:
     return np.random.default_rng(3).integers(0, 256, (5, crop, crop, 3), dtype=np.uint8)
 
 
-def run(cfg, batch: np.ndarray):  # type: ignore[no-untyped-def]
+def run(cfg, batch: np.ndarray):
     backend = create_backend(cfg)
     backend.load()
     try:
@@ -112,6 +113,7 @@ def test_instances_share_one_throughput_model(digits_dir: Path, digits_batch: np
         "s", backend="openvino", batching={"instances": 2}, openvino={"threads": 1}
     )
     first, second = create_backend(cfg), create_backend(cfg)
+    assert isinstance(first, OpenVinoBackend) and isinstance(second, OpenVinoBackend)
     first.load()
     second.load()
     assert first._compiled[0] is second._compiled[0]  # one compiled model
