@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_check(sub)
 
+    from app.bench.tune import add_parser as add_tune  # the command's code loads when it runs
+
+    add_tune(sub)
+
     from app.bench.options import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="load a running server, or time a backend in-process")
