@@ -19,7 +19,7 @@ JPEG = {"Content-Type": "image/jpeg"}
 
 def test_backends_openvino_serves_and_reports_what_runs(
     models_repo: Path, jpegs: list[bytes], start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     server = start_server(models_repo, ["--backends", "openvino"])
     with httpx.Client(base_url=server.url, timeout=60) as client:
         models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
@@ -61,7 +61,7 @@ def test_backends_openvino_serves_and_reports_what_runs(
 
 def test_sigterm_under_load_answers_every_accepted_request(
     models_repo: Path, jpegs: list[bytes], start_server
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     (models_repo / "resnet18" / "config.json").write_text(
         (models_repo / "resnet18" / "config.json")
         .read_text()
