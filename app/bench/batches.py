@@ -56,9 +56,11 @@ def difference(before: dict[str, float] | None, after: dict[str, float] | None) 
         cumulative = after[le] - before.get(le, 0.0)
         shares[le] = round((cumulative - below) / count, 4)
         below = cumulative
+    images = after["sum"] - before.get("sum", 0.0)
     return {
         "batches": int(count),
-        "mean_batch_size": round((after["sum"] - before.get("sum", 0.0)) / count, 3),
+        "images": int(round(images)),
+        "mean_batch_size": round(images / count, 3),
         "share_by_le": shares,
     }
 

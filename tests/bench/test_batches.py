@@ -21,7 +21,8 @@ def test_difference_of_two_scrapes_gives_the_step_batches() -> None:
     other.batch_size.observe(2)  # another model's batches are not counted
     after = batches.parse(generate_latest(metrics.registry).decode(), "m")
     hist = batches.difference(before, after)
-    assert hist["batches"] == 6 and hist["mean_batch_size"] == round(44 / 6, 3)
+    assert hist["batches"] == 6 and hist["images"] == 44
+    assert hist["mean_batch_size"] == round(44 / 6, 3)
     shares = {k: v for k, v in hist["share_by_le"].items() if v}
     assert shares == {
         "1.0": round(1 / 6, 4),
