@@ -13,10 +13,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """(N, C) scores -> (N, min(k, C)) class indices, best first, the lower index first among
+    equal scores (a stable sort on -score): /v1, V2's classification and check agree."""
+    return np.argsort(-scores, axis=-1, kind="stable")[:, : min(k, scores.shape[-1])]
+
+
 def top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, C) logits -> indices (N, k) and probabilities (N, k), best first, ties by index."""
-    k = min(k, logits.shape[-1])
     probs = softmax(logits)
-    # stable sort on -prob gives descending scores, lower index first among equals
-    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    order = top_k_indices(probs, k)
     return order, np.take_along_axis(probs, order, axis=-1)

@@ -11,7 +11,6 @@ import pytest
 @pytest.fixture(scope="session")
 def digits_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The training and held-out splits as JPEG files, DIR/<digit>/*.jpg."""
-    pytest.importorskip("sklearn", reason="the digits data ship with scikit-learn (dev extra)")
     from app.offline.recipes.digits import write_images
 
     root = tmp_path_factory.mktemp("digits-images")

@@ -23,6 +23,7 @@ from app.config import ModelConfig
 @dataclass
 class Behaviour:
     delay_s: float = 0.0
+    hold: threading.Event | None = None  # set: every infer() waits for it (ordering in tests)
     fail: Callable[[np.ndarray], bool] | None = None  # raise when it returns True
     fail_load: bool = False
     batches: list[int] = field(default_factory=list)
@@ -52,6 +53,8 @@ class FakeBackend(Backend):
             b.concurrent += 1
             b.max_concurrent = max(b.max_concurrent, b.concurrent)
         try:
+            if b.hold is not None:
+                b.hold.wait(30)
             if b.delay_s:
                 time.sleep(b.delay_s)
             if b.fail is not None and b.fail(batch):

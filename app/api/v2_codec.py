@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from app.postprocess import top_k_indices
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -392,8 +393,7 @@ def encode_response(
 def classification(values: np.ndarray, k: int, labels: list[str]) -> list[bytes]:
     """Triton's classification extension: top-k per row as "score:index[:label]", best first,
     ties to the lower index. (N, C) -> N*k elements, row-major."""
-    k = min(k, values.shape[-1])
-    order = np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    order = top_k_indices(values, k)
     scores = np.take_along_axis(values, order, axis=-1)
     out = []
     for row_i, row_s in zip(order.tolist(), scores.tolist(), strict=True):

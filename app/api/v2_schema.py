@@ -34,9 +34,24 @@ FILES_DESCRIPTION = (
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_configuration"]
 
 
-def backend_of(cfg: ModelConfig) -> type[Backend]:
-    """The class of the model's backend: it knows its platform name and its files."""
-    return backend_class(cfg.backend)
+def backend_of(cfg: ModelConfig) -> type[Backend] | None:
+    """The class of the model's backend, which knows its platform name and its files; None
+    when it cannot be had (an unknown name, a plugin that does not import): such a model
+    failed to load and says why, and its metadata still answers."""
+    try:
+        return backend_class(cfg.backend)
+    except Exception:
+        return None
+
+
+def platform(cfg: ModelConfig) -> str:
+    cls = backend_of(cfg)
+    return cls.platform if cls is not None else cfg.backend
+
+
+def model_file(cfg: ModelConfig) -> str:
+    cls = backend_of(cfg)
+    return cls.model_file(cfg) if cls is not None else ""
 
 
 def model_metadata(model: ServedModel) -> dict[str, Any]:
@@ -45,7 +60,7 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
     return {
         "name": cfg.name,
         "versions": [cfg.version],
-        "platform": backend_of(cfg).platform,
+        "platform": platform(cfg),
         "inputs": [{"name": INPUT_PIXELS, "datatype": "UINT8", "shape": [-1, crop, crop, 3]}],
         "outputs": [
             {"name": OUTPUT_LOGITS, "datatype": "FP32", "shape": [-1, classes]},
@@ -93,7 +108,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
     gpus = [int(cfg.device.split(":")[1])] if cfg.is_cuda else []
     return {
         "name": cfg.name,
-        "platform": backend_of(cfg).platform,
+        "platform": platform(cfg),
         "backend": cfg.backend,
         "version_policy": {"latest": {"num_versions": 1}},
         "max_batch_size": b.max_batch_size,
@@ -130,7 +145,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
                 "host_policy": "",
             }
         ],
-        "default_model_filename": backend_of(cfg).model_file(cfg),
+        "default_model_filename": model_file(cfg),
         "cc_model_filenames": {},
         "metric_tags": {},
         "parameters": {

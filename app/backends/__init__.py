@@ -7,6 +7,8 @@ alone never imports torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from app.backends.base import Backend, BackendInfo, Candidate
 from app.config import ModelConfig
@@ -38,6 +40,18 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+@contextmanager
+def loaded_backend(config: ModelConfig) -> Iterator[Backend]:
+    """A loaded backend for a one-off run (check, bench, tests), closed afterwards, even when
+    loading fails half-way. The server's repository keeps its own, long-lived instances."""
+    backend = create_backend(config)
+    try:
+        backend.load()
+        yield backend
+    finally:
+        backend.close()
+
+
 def create_backend(config: ModelConfig) -> Backend:
     cls = backend_class(config.backend)
     if config.input.decode == "gpu" and not cls.gpu_decode:
@@ -55,5 +69,6 @@ __all__ = [
     "REGISTRY",
     "backend_class",
     "create_backend",
+    "loaded_backend",
     "register_plugins",
 ]

@@ -63,13 +63,11 @@ def bench_backend(
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Load the backend, warm every batch size, then time `infer` per batch size."""
-    from app.backends import create_backend
+    from app.backends import loaded_backend
 
-    backend = create_backend(cfg)
     t0 = time.perf_counter()
-    backend.load()
-    load_s = time.perf_counter() - t0
-    try:
+    with loaded_backend(cfg) as backend:
+        load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         backend.warmup(batch_sizes)
         warmup_s = time.perf_counter() - t0
@@ -93,8 +91,6 @@ def bench_backend(
             if on_row is not None:
                 on_row(row)
         return info, rows
-    finally:
-        backend.close()
 
 
 def bench_decode(images: list[bytes], cfg: ModelConfig, min_time: float = 2.0) -> dict[str, Any]:

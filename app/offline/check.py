@@ -1,7 +1,7 @@
 """`resnet-serve check models/NAME --images DIR`: does every backend and precision of a model
 give the answers the trained model gives?
 
-Each backend runs in-process through app.backends.create_backend, on the images of DIR decoded
+Each backend runs in-process through app.backends.loaded_backend, on the images of DIR decoded
 by the server's own preprocessing, and is compared with eager fp32 on the CPU (the trained
 model itself). Per backend and precision it reports:
 
@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from app.backends import REGISTRY, Candidate, backend_class, create_backend, register_plugins
+from app.backends import REGISTRY, Candidate, backend_class, loaded_backend, register_plugins
 from app.config import ModelConfig, Settings, read_model_config
 from app.errors import ServeError
+from app.offline.agreement import accuracy, compare
 from app.offline.imagefolder import ImageSet, load_images
 
 FP32_MAX_REL_ERROR = 1e-4
@@ -85,26 +86,10 @@ def candidates(cfg: ModelConfig, device: str) -> list[tuple[str, Candidate]]:
 
 def run_backend(cfg: ModelConfig, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, str]:
     """Logits of every image through one backend (loaded, run in batches, closed)."""
-    backend = create_backend(cfg)
-    try:
-        backend.load()
+    with loaded_backend(cfg) as backend:
         provider = (backend.info().providers or ["?"])[0]
         out = [backend.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    finally:
-        backend.close()
     return np.concatenate(out).astype(np.float32), provider
-
-
-def compare(reference: np.ndarray, logits: np.ndarray) -> tuple[float, float, float]:
-    """(top-1 agreement, top-5 set agreement, max relative logit error)."""
-    k = min(5, reference.shape[1])
-    top1 = float((reference.argmax(1) == logits.argmax(1)).mean())
-    ref5 = np.sort(np.argsort(-reference, axis=1, kind="stable")[:, :k], axis=1)
-    got5 = np.sort(np.argsort(-logits, axis=1, kind="stable")[:, :k], axis=1)
-    top5 = float((ref5 == got5).all(axis=1).mean())
-    scale = float(np.abs(reference).max()) or 1.0
-    rel = float(np.abs(reference.astype(np.float64) - logits).max() / scale)
-    return top1, top5, rel
 
 
 def check_model(
@@ -166,7 +151,7 @@ def check_model(
 
 
 def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
-    return None if truth is None else float((logits.argmax(1) == truth).mean())
+    return None if truth is None else accuracy(logits, truth)
 
 
 def _pct(value: float | None) -> str:
@@ -213,12 +198,13 @@ def format_table(rows: list[Row]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR)
-    register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve does
     try:
+        register_plugins(Settings().backend_plugins)  # RESNET_SERVE_BACKEND_PLUGINS, as serve
         cfg, data, rows, ref_acc = check_model(
             Path(args.model), Path(args.images), args.device, args.batch_size, args.limit
         )
-    except (FileNotFoundError, ValueError, ServeError) as exc:  # ServeError: a bad image file
+    # ServeError: a bad image file; ImportError: a backend plugin that does not import
+    except (FileNotFoundError, ValueError, ImportError, ServeError) as exc:
         print(f"check failed: {exc}", file=sys.stderr)
         return 2
     labelled = "labelled by folder" if data.truth is not None else "no labels"

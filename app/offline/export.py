@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torchvision
 
 from app.backends.torch.models import ARCHS, UInt8Classifier, build_arch, quiet_torch, wrap
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
+from app.offline.agreement import relative_error
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ class Weights:
     source: str
     labels: list[str]
     fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def imagenet_labels(arch: str) -> list[str]:
@@ -122,12 +122,6 @@ def build_model(arch: str, weights: Weights) -> torch.nn.Module:
         except RuntimeError as exc:
             raise ExportError(f"the weights do not fit {arch}: {exc}") from None
     return model.eval()
-
-
-def relative_error(reference: np.ndarray, other: np.ndarray) -> float:
-    """max |a - b| / max |a|: the error relative to the logits' own scale."""
-    scale = float(np.abs(reference).max()) or 1.0
-    return float(np.abs(reference.astype(np.float64) - other).max() / scale)
 
 
 def export_torchscript(module: UInt8Classifier, example: torch.Tensor, path: Path) -> None:

@@ -25,9 +25,6 @@ class ImageSet:
     images: np.ndarray  # uint8 (N, crop, crop, 3)
     truth: np.ndarray | None  # class index per image, or None when the folders are not labels
 
-    def batches(self, size: int) -> list[np.ndarray]:
-        return [self.images[i : i + size] for i in range(0, len(self.images), size)]
-
 
 def image_files(folder: Path, limit: int | None = None) -> list[Path]:
     """Every image file under a folder, recursively, in sorted order (the first `limit`)."""

@@ -160,7 +160,8 @@ async def test_unknown_models_and_versions_are_404(tmp_path: Path, path: str) ->
 
 async def test_a_model_that_failed_to_load_is_not_ready(tmp_path: Path) -> None:
     FakeBackend.behaviour["broken"] = Behaviour(fail_load=True)
-    app = make_app(tmp_path, fake_config(), fake_config("broken"))
+    unknown = fake_config("unknown", backend="no-such-backend")  # fails in create_backend
+    app = make_app(tmp_path, fake_config(), fake_config("broken"), unknown)
     async with app_client(app) as c:
         assert (await c.get("/v2/health/ready")).status_code == 503
         r = await c.get("/v2/models/broken/ready")
@@ -168,6 +169,10 @@ async def test_a_model_that_failed_to_load_is_not_ready(tmp_path: Path) -> None:
         r = await c.post("/v2/models/broken/infer", json=pixels_json(grey(1)))
         assert r.status_code == 503 and "error" in r.json()
         assert (await c.get("/v2/models/broken")).status_code == 200  # metadata is still there
+        r = await c.get("/v2/models/unknown")
+        assert r.status_code == 200 and r.json()["platform"] == "no-such-backend"
+        r = await c.get("/v2/models/unknown/config")
+        assert r.status_code == 200 and r.json()["default_model_filename"] == ""
 
 
 # ------------------------------------------------------------------------------ inference

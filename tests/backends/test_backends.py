@@ -12,7 +12,7 @@ import pytest
 from app.backends import REGISTRY, backend_class, create_backend
 from app.backends.onnxruntime import provider_options, wanted_providers
 from app.config import read_model_config
-from app.offline.export import relative_error
+from app.offline.agreement import relative_error
 
 BACKENDS = ["onnxruntime", "torchscript", "eager", "openvino"]
 

@@ -116,3 +116,16 @@ def test_listed_and_run_by_check(
     assert len(rows) == 2, out
     assert "| fp32 " in rows[0] and "throwaway-cpu" in rows[0] and rows[0].endswith("| pass |")
     assert "| int8 " in rows[1] and rows[1].endswith("| pass |")
+
+
+def test_a_plugin_that_does_not_import_is_a_clear_check_error(
+    digits_dir: Path,
+    digits_images: dict[str, Path],
+    plugin_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("RESNET_SERVE_BACKEND_PLUGINS", "gone=tests.backends.no_such_module:Gone")
+    argv = ["check", str(digits_dir), "--images", str(digits_images["test"]), "--limit", "5"]
+    assert main(argv) == 2
+    assert "no_such_module" in capsys.readouterr().err

@@ -3,7 +3,6 @@ fault-injecting fake backend loaded as a plugin (RESNET_SERVE_BACKEND_PLUGINS)."
 
 from __future__ import annotations
 
-import re
 import signal
 import socket
 import threading
@@ -15,16 +14,11 @@ import pytest
 
 from tests.api.test_classify import grey_png
 from tests.fakes import PLUGIN, write_fake_model
+from tests.scrape import scraped
 
 pytestmark = pytest.mark.e2e
 PNG = {"Content-Type": "image/png"}
 ENV = {"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN}
-
-
-def metric(url: str, name: str, labels: str) -> float:
-    text = httpx.get(f"{url}/metrics").text
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def post(client: httpx.Client, model: str, grey: int) -> httpx.Response:
@@ -53,7 +47,7 @@ def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> N
         ok = post(client, "faulty", 100)
         assert ok.status_code == 200 and ok.json()["predictions"][0][0]["index"] == 100
         assert client.get("/health/ready").status_code == 200
-        assert metric(server.url, "resnet_serve_inference_failures_total", 'model="faulty"') == 3
+        assert scraped(server.url, "resnet_serve_inference_failures_total", model="faulty") == 3
         # both instances stuck: not ready, then it recovers by itself
         threads = [threading.Thread(target=post, args=(client, "faulty", 14)) for _ in range(2)]
         for t in threads:
@@ -94,12 +88,14 @@ def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server
         sock.close()
         blocker.join()
         time.sleep(1.5)  # long enough for the abandoned request to have run, had it been run
-        assert metric(server.url, "resnet_serve_images_total", 'model="slow"') == 1
+        assert scraped(server.url, "resnet_serve_images_total", model="slow") == 1
         assert (
-            metric(
+            scraped(
                 server.url,
                 "resnet_serve_requests_total",
-                'code="499",endpoint="classify",model="slow"',
+                code="499",
+                endpoint="classify",
+                model="slow",
             )
             == 1
         )

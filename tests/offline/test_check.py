@@ -18,6 +18,7 @@ from app.backends.torch.models import build_arch
 from app.cli import main
 from app.config import read_model_config
 from app.offline import check
+from app.offline.agreement import compare
 from app.offline.export import export_model
 from app.offline.quantize import quantize_int8
 from app.offline.recipes import digits
@@ -76,10 +77,10 @@ def test_compare_measures_what_it_says() -> None:
     ref = np.array([[3.0, 2.0, 1.0, 0.0, -1.0, -2.0], [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]])
     same_top5 = ref.copy()
     same_top5[0, [1, 2]] = [1.0, 2.0]  # rank 2 and 3 swap: top-1 and top-5 set unchanged
-    assert check.compare(ref, same_top5)[:2] == (1.0, 1.0)
+    assert compare(ref, same_top5)[:2] == (1.0, 1.0)
     other = ref.copy()
     other[1, 0] = 10.0  # new best class of image 1, and class 0 enters its top 5
-    top1, top5, rel = check.compare(ref, other)
+    top1, top5, rel = compare(ref, other)
     assert (top1, top5) == (0.5, 0.5) and rel == pytest.approx(10.0 / 5.0)
 
 

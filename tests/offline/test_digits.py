@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from app.backends.torch.models import build_arch, wrap
+from app.offline.agreement import accuracy
 from app.offline.imagefolder import load_images
 from app.offline.recipes import digits
 
@@ -48,7 +49,7 @@ def test_held_out_accuracy_of_the_committed_model(digits_images: dict[str, Path]
     assert data.truth is not None and data.images.shape == (540, 56, 56, 3)
     with torch.inference_mode():
         logits = eager(digits.WEIGHTS)(torch.from_numpy(data.images)).numpy()
-    acc = digits.accuracy(logits, data.truth)
+    acc = accuracy(logits, data.truth)
     print(f"held-out accuracy {acc:.4f}")
     assert acc >= 0.99  # measured 0.9963 (538 / 540)
 
@@ -60,7 +61,7 @@ def test_untrained_model_is_at_chance(digits_images: dict[str, Path]) -> None:
     assert data.truth is not None
     untrained = eager(build_arch(digits.ARCH, 10).state_dict())
     with torch.inference_mode():
-        acc = digits.accuracy(untrained(torch.from_numpy(data.images)).numpy(), data.truth)
+        acc = accuracy(untrained(torch.from_numpy(data.images)).numpy(), data.truth)
     assert acc < 0.3
 
 
@@ -71,5 +72,5 @@ def test_training_recipe_learns(digits_images: dict[str, Path]) -> None:
     data = load_images(digits_images["test"], digits.PREPROCESS, digits.LABELS)
     assert data.truth is not None
     with torch.inference_mode():
-        acc = digits.accuracy(eager(state)(torch.from_numpy(data.images)).numpy(), data.truth)
+        acc = accuracy(eager(state)(torch.from_numpy(data.images)).numpy(), data.truth)
     assert acc > 0.6

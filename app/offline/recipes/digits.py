@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from app.config import BatchingConfig, ModelConfig, PreprocessConfig
+from app.offline.agreement import accuracy
 from app.offline.imagefolder import load_images
 
 if TYPE_CHECKING:
@@ -178,10 +179,6 @@ def export(
             precisions=precisions,
             calibration_images=calibration_images,
         )
-
-
-def accuracy(logits: np.ndarray, truth: np.ndarray) -> float:
-    return float((logits.argmax(axis=1) == truth).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
