@@ -13,7 +13,7 @@ from app.backends import create_backend
 from app.backends import openvino as ov_backend
 from app.backends.openvino import OpenVinoBackend
 from app.config import read_model_config
-from app.offline.export import relative_error
+from app.offline.agreement import relative_error
 
 pytest.importorskip("openvino")
 
