@@ -70,6 +70,20 @@ async def test_raw_multipart_and_json_bodies(fake_app) -> None:
         ),
         ({"content": b"x", "headers": {"Content-Type": "text/plain"}}, 415, "Content-Type"),
         ({"json": {"images": ["%%%"]}}, 400, "base64"),
+        ({"json": {"images": [42]}}, 400, "must be a base64 string"),
+        (
+            {
+                "content": b'{"images": ' + b"[" * 70 + b"]" * 70 + b"}",
+                "headers": {"Content-Type": "application/json"},
+            },
+            400,
+            "nested deeper than 64 levels",
+        ),
+        (
+            {"files": [("images", ("a.png", b"x", "image/png"))] * 5},
+            413,
+            "5 images in one request; the limit is 4",
+        ),
         ({"json": {"pictures": []}}, 400, "images"),
         ({"content": b"{", "headers": {"Content-Type": "application/json"}}, 400, "JSON"),
         ({"json": {"images": []}}, 400, "no image"),
