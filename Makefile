@@ -8,7 +8,8 @@ PORT   ?= 8000
 MODELS ?= models
 MODEL  ?= resnet50
 # Extras for `make install`: the CPU server, the torch backends and the export tool.
-EXTRAS ?= cpu,torch,export
+# openvino: the OpenVINO backend (issue 15), so `make test` covers it too.
+EXTRAS ?= cpu,torch,export,openvino
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install install-dev serve test test-fast test-docker test-ray bench lint clean

@@ -166,12 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--max-batch-size", type=int, default=8)
     export.add_argument("--max-queue-delay-ms", type=float, default=0.0)
-    export.add_argument("--instances", type=int, default=1)
+    export.add_argument(
+        "--instances", type=int, default=0, help="0 (default): from the thread budget at load"
+    )
     export.set_defaults(func=_export)
 
     from app.offline.check import add_parser as add_check
 
     add_check(sub)
+
+    from app.bench.tune import add_parser as add_tune  # the command's code loads when it runs
+
+    add_tune(sub)
 
     from app.bench.options import add_arguments as add_bench_arguments
 

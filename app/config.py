@@ -7,7 +7,6 @@ down; `load_model_configs()` reads a model repository when the app starts.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,9 +37,10 @@ class Settings(BaseSettings):
         "<model>-<backend>, to compare backends side by side.",
     )
     decode_threads: int = Field(
-        default_factory=lambda: max(1, os.cpu_count() or 1),
-        ge=1,
-        description="Threads that decode and resize images, off the event loop.",
+        0,
+        ge=0,
+        description="Threads that decode and resize images, off the event loop. 0: from the "
+        "thread budget (app/threads.py: a quarter of the cores when a model infers on the CPU).",
     )
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="Largest request body (413).")
     max_images_per_request: int = Field(64, ge=1, description="Most images in one request (413).")
@@ -183,7 +183,13 @@ class BatchingConfig(BaseModel):
         description="Requests waiting; more get 503 (a request of more than max_batch_size "
         "images takes one place per chunk).",
     )
-    instances: int = Field(1, ge=1, le=64, description="Workers pulling from the one queue.")
+    instances: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Workers pulling from the one queue. 0: from the thread budget "
+        "(app/threads.py: 2 on a CPU of up to 16 cores, 1 on a GPU).",
+    )
     infer_timeout_s: float = Field(
         30.0,
         ge=0,
@@ -252,7 +258,7 @@ class OrtOptions(BaseModel):
         "(cuda:N -> cuda then cpu; cpu -> cpu). tensorrt falls back to cuda then cpu.",
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="0: ONNX Runtime decides on the CPU; 1 on a CUDA device."
+        0, ge=0, description="Per instance. 0: from the thread budget (app/threads.py); 1 on CUDA."
     )
     inter_op_threads: int = Field(0, ge=0)
     allow_spinning: bool = Field(
@@ -268,9 +274,35 @@ class TorchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channels_last: bool = True
-    threads: int = Field(0, ge=0, description="torch.set_num_threads; 0 leaves torch's default.")
+    threads: int = Field(
+        0, ge=0, description="torch.set_num_threads; 0: from the thread budget (app/threads.py)."
+    )
     compile: bool = Field(False, description="torch.compile the eager model (GPU mostly).")
     compile_mode: str = "default"
+
+
+class OpenVinoOptions(BaseModel):
+    """The OpenVINO backend (app/backends/openvino.py); defaults chosen from measurements."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(
+        0, ge=0, description="INFERENCE_NUM_THREADS per instance; 0: from the thread budget."
+    )
+    performance_hint: Literal["LATENCY", "THROUGHPUT"] = Field(
+        "THROUGHPUT",
+        description="THROUGHPUT: one compiled model shared by the instances, one stream and "
+        "one infer request per instance (one copy of the weights in the caches). LATENCY: "
+        "each instance compiles its own one-stream model.",
+    )
+    batch_shapes: Literal["dynamic", "buckets"] = Field(
+        "dynamic",
+        description="dynamic: one compiled model for every batch size. buckets: one compiled "
+        "model per warmed batch size (powers of two), batches padded up to the next.",
+    )
+    cpu_pinning: bool = Field(
+        False, description="ENABLE_CPU_PINNING: off, so several instances never share a core."
+    )
 
 
 class ModelConfig(BaseModel):
@@ -304,6 +336,7 @@ class ModelConfig(BaseModel):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     onnxruntime: OrtOptions = Field(default_factory=OrtOptions)
     torch: TorchOptions = Field(default_factory=TorchOptions)
+    openvino: OpenVinoOptions = Field(default_factory=OpenVinoOptions)
     export_check: dict[str, float] = Field(
         default_factory=dict, description="Max relative error of each format against eager fp32."
     )

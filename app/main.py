@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, api
+from app import __version__, api, threads
 from app.api import grpc_service
 from app.api.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
@@ -33,8 +33,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         register_plugins(settings.backend_plugins)
+        cores = threads.usable_cores()
         if configs is not None:
-            repository = ModelRepository(configs, app.state.metrics, settings.retry_after_s)
+            repository = ModelRepository(
+                configs,
+                app.state.metrics,
+                settings.retry_after_s,
+                workers=settings.workers,
+                cores=cores.usable,
+            )
         else:
             repository = ModelRepository.from_directory(
                 settings.models_dir,
@@ -43,10 +50,21 @@ def create_app(
                 extra_backends=list(settings.backends),
                 model_control=settings.model_control,
                 workers=settings.workers,
+                cores=cores.usable,
             )
         if not repository.models:
             log.warning("no model found in %s: the server will never be ready", settings.models_dir)
-        decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        # The decode pool beside the models' instances: each build of a model plans its
+        # instances and inference threads around it (app/threads.py).
+        decode_threads = threads.log_process_budget(
+            cores,
+            settings.decode_threads,
+            [m.config for m in repository.all_served()],
+            settings.workers,
+        )
+        repository.decode_threads = decode_threads
+        repository.decode_source = "config" if settings.decode_threads else "budget"
+        decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
         await repository.load_all()

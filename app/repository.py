@@ -40,6 +40,7 @@ from app.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound, Mod
 from app.metrics import Metrics, ModelTelemetry
 from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
 from app.placement import instance_configs
+from app.threads import ThreadBudget, apply, plan, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Instances:
     batcher: DynamicBatcher
     info: BackendInfo
     load_seconds: float
+    budget: ThreadBudget | None = None  # the thread budget it was built with
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ServedModel:
     draining: bool = False  # set by ModelRepository.begin_drain(), never cleared
     folder: str | None = None  # the repository folder it came from (None: configs given)
     replaced_by: ServedModel | None = None  # a version no longer served: its successor
+    budget: ThreadBudget | None = None  # the thread budget in force (app/threads.py)
 
     @property
     def name(self) -> str:
@@ -111,6 +114,7 @@ class ServedModel:
         old = self.detach()
         self.config, self.backends, self.batcher = built.config, built.backends, built.batcher
         self.info, self.load_seconds = built.info, built.load_seconds
+        self.budget = built.budget
         self.state, self.reason = READY, None
         return old
 
@@ -118,7 +122,12 @@ class ServedModel:
         old = None
         if self.batcher is not None and self.info is not None:
             old = Instances(
-                self.config, self.backends, self.batcher, self.info, self.load_seconds or 0.0
+                self.config,
+                self.backends,
+                self.batcher,
+                self.info,
+                self.load_seconds or 0.0,
+                self.budget,
             )
         self.backends, self.batcher = [], None
         return old
@@ -158,6 +167,7 @@ class ServedModel:
                 "queue_depth": self.batcher.queue_depth if self.batcher else 0,
             },
             "details": info.details if info else {},
+            "threads": self.budget.as_dict() if self.budget else None,
             "export_check": cfg.export_check,
             "load_seconds": self.load_seconds,
             "folder": self.folder,
@@ -233,15 +243,23 @@ class ModelRepository:
         extra_backends: list[str] | None = None,
         model_control: ModelControl = "none",
         workers: int = 1,
+        decode_threads: int = 0,
+        decode_source: str = "budget",
+        cores: int | None = None,
     ) -> None:
         """`configs` are served at start; `owners` (served name -> folder) ties them to the
-        folders of `models_dir` for the repository calls (see `from_directory`)."""
+        folders of `models_dir` for the repository calls (see `from_directory`).
+        `decode_threads` (the process's decode pool, `decode_source` says where it came from)
+        and `cores` (usable, default: read from the machine) feed the thread budget that every
+        build of a model, at start and at each reload, applies (app/threads.py)."""
         self.metrics = metrics
         self.retry_after_s = retry_after_s
         self.models_dir = models_dir
         self.extra_backends = list(extra_backends or [])
         self.model_control = model_control
         self.workers = workers
+        self.cores = cores or usable_cores().usable
+        self.decode_threads, self.decode_source = decode_threads, decode_source
         self.draining = False
         self._telemetry: dict[str, ModelTelemetry] = {}
         self.versions: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model
@@ -266,6 +284,7 @@ class ModelRepository:
         extra_backends: list[str] | None = None,
         model_control: ModelControl = "none",
         workers: int = 1,
+        cores: int | None = None,
     ) -> ModelRepository:
         """Every folder of a model repository (raises on a bad config, as at every start)."""
         folders = scan(models_dir, extra_backends)
@@ -280,6 +299,7 @@ class ModelRepository:
             extra_backends=extra_backends,
             model_control=model_control,
             workers=workers,
+            cores=cores,
         )
         listed = list_folders(models_dir)
         for name in folders:
@@ -362,6 +382,16 @@ class ModelRepository:
                 "export): its predictions are meaningless",
                 cfg.name,
             )
+        budget = plan(cfg, self.cores, self.workers, self.decode_threads, self.decode_source)
+        cfg = apply(cfg, budget)
+        log.info(
+            "thread budget: model %s: %d instance(s) (%s) x %s inference thread(s) (%s)",
+            cfg.name,
+            budget.instances,
+            budget.source["instances"],
+            budget.inference_threads or "default",
+            budget.source["inference_threads"],
+        )
         started = time.perf_counter()
         backends, info, executors = await asyncio.to_thread(_load_instances, cfg)
         batcher = DynamicBatcher(
@@ -388,7 +418,7 @@ class ModelRepository:
             info.providers,
             len(backends),
         )
-        return Instances(cfg, backends, batcher, info, seconds)
+        return Instances(cfg, backends, batcher, info, seconds, budget)
 
     async def _start(self, model: ServedModel) -> None:
         try:
@@ -398,7 +428,7 @@ class ModelRepository:
             log.error("model %s: %s", model.name, model.reason)
             return
         model.attach(built)
-        model.telemetry.set_info(built.config.backend, built.info.device, built.config.precision)
+        model.telemetry.set_info(built.config.backend, built.info.device, built.info.precision)
         self.publish_ready(model.name)
 
     async def _retire(self, old: list[Instances]) -> None:
@@ -583,7 +613,7 @@ class ModelRepository:
             old = model.attach(b)
             if old is not None:
                 retired.append(old)
-            model.telemetry.set_info(b.config.backend, b.info.device, b.config.precision)
+            model.telemetry.set_info(b.config.backend, b.info.device, b.info.precision)
             self.owner[name] = folder
             touched.add(name)
         gone = [m for m in self._models_of(folder) if (m.name, m.config.version) not in keep]

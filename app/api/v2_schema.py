@@ -81,8 +81,18 @@ def model_metadata(model: ServedModel) -> dict[str, Any]:
                     "description": FILES_DESCRIPTION,
                 }
             ],
+            **execution(model),
         },
     }
+
+
+def execution(model: ServedModel) -> dict[str, Any]:
+    """What really runs the model, read back from the loaded backend (as /v1/models reports):
+    the execution providers and the precision in force."""
+    info = model.info
+    if info is None:
+        return {}
+    return {"providers": list(info.providers), "execution_precision": info.precision}
 
 
 def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any]:
@@ -147,6 +157,10 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         "parameters": {
             "precision": {"string_value": cfg.precision},
             "device": {"string_value": cfg.device},
+            **{
+                k: {"string_value": ", ".join(v) if isinstance(v, list) else v}
+                for k, v in execution(model).items()
+            },
             "alternative_input": {
                 "string_value": f"{INPUT_FILES} TYPE_STRING [1]: {FILES_DESCRIPTION}"
             },

@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "eager": "app.backends.torch.eager:EagerBackend",
     "torchscript": "app.backends.torch.torchscript:TorchScriptBackend",
     "onnxruntime": "app.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "app.backends.openvino:OpenVinoBackend",
 }
 
 

@@ -103,6 +103,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "counts in their latency)",
     )
     served.add_argument("--seed", type=int, default=0, help="open loop arrival times")
+    served.add_argument(
+        "--batch-histogram",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read the server's resnet_serve_batch_size histogram before and after each step "
+        "and report the batch sizes it formed (off for other servers, e.g. TorchServe)",
+    )
     served.add_argument("--label", help="name of the system measured, for the JSON and plot")
     served.add_argument("--out", type=Path, help="write the results as JSON here")
     served.add_argument(

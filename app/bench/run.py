@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.bench import report
+from app.bench import batches, report
 from app.bench.client import LoadGenerator
 from app.bench.payload import DEFAULT_PATHS, Target, build_bodies, http_request, load_images
 from app.bench.progress import Progress
@@ -78,9 +78,19 @@ def run_served(args: argparse.Namespace) -> int:
     summaries: list[dict[str, Any]] = []
     peak: float | None = args.peak
 
-    def show(step_summary: dict[str, Any]) -> None:
+    def batch_sizes() -> dict[str, float] | None:
+        """The server's batch-size histogram now (None: not a resnet-serve server)."""
+        if not args.batch_histogram:
+            return None
+        return batches.scrape(args.url, args.model, dict(args.header))
+
+    def show(step_summary: dict[str, Any], before: dict[str, float] | None = None) -> None:
+        if before is not None:  # the batches the server formed during this step
+            step_summary["batch_sizes"] = batches.difference(before, batch_sizes())
         summaries.append(step_summary)
         print(report.table_row(step_summary), flush=True)
+        if before is not None:
+            print(batches.format_histogram(step_summary["batch_sizes"]), flush=True)
         if step_summary["error_samples"]:
             print(report.format_error_samples(step_summary), flush=True)
         if step_summary.get("max_send_lag_ms", 0) > 50:
@@ -98,8 +108,9 @@ def run_served(args: argparse.Namespace) -> int:
         if concurrency is None and not args.rate and not args.rate_fraction:
             concurrency = [1, 4, 16, 32]
         for c in concurrency or []:
+            before = batch_sizes()
             s = await gen.closed_loop(c, duration, args.requests, args.warmup)
-            show(report.clean(s.summary()))
+            show(report.clean(s.summary()), before)
         rates = list(args.rate or [])
         if args.rate_fraction:
             if peak is None:
@@ -107,8 +118,9 @@ def run_served(args: argparse.Namespace) -> int:
                 measured = [x for x in summaries if x["loop"] == "closed" and x["concurrency"] == c]
                 if not measured:
                     print(f"measuring the peak: closed loop at concurrency {c}", flush=True)
+                    before = batch_sizes()
                     s = await gen.closed_loop(c, duration, args.requests, args.warmup)
-                    show(report.clean(s.summary()))
+                    show(report.clean(s.summary()), before)
                     measured = [summaries[-1]]
                 peak = max(x["ok_per_s"] or 0.0 for x in measured)
                 if not peak:
@@ -120,6 +132,7 @@ def run_served(args: argparse.Namespace) -> int:
             )
             rates += [round(f * peak, 2) for f in args.rate_fraction]
         for r in rates:
+            before = batch_sizes()
             s = await gen.open_loop(
                 r,
                 duration,
@@ -128,7 +141,7 @@ def run_served(args: argparse.Namespace) -> int:
                 max_connections=args.max_connections,
                 seed=args.seed,
             )
-            show(report.clean(s.summary()))
+            show(report.clean(s.summary()), before)
         if hasattr(gen, "aclose"):
             await gen.aclose()
 

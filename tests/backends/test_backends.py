@@ -3,6 +3,7 @@ reported as they really are (GPU provider decisions: test_onnxruntime_gpu.py).""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from app.config import read_model_config
 from app.offline.agreement import relative_error
 
 BACKENDS = ["onnxruntime", "torchscript", "eager"]
+if importlib.util.find_spec("openvino") is not None:  # the openvino extra (make install has it)
+    BACKENDS.append("openvino")
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +95,16 @@ def test_registry_and_errors(resnet18_dir: Path) -> None:
         create_backend(missing).load()
 
 
-def test_serving_core_does_not_import_torch() -> None:
+def test_serving_core_does_not_import_torch_or_openvino() -> None:
     import subprocess
     import sys
 
     code = (
-        "import sys; import app.main, app.backends.onnxruntime, app.cli; "
-        "assert 'torch' not in sys.modules, 'torch imported'; print('ok')"
+        "import sys; import app.main, app.backends, app.backends.onnxruntime, app.cli, "
+        "app.backends.openvino, app.threads; "
+        "from app.backends import backend_class; backend_class('openvino'); "
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'openvino' not in sys.modules, 'openvino imported'; print('ok')"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],

@@ -71,6 +71,14 @@ def test_closed_loop_against_a_real_server(
     assert png.startswith(PNG_MAGIC) and len(png) > 5000
     printed = capsys.readouterr().out
     assert "c=1" in printed and "p99 ms" in printed
+    # the batches the server formed in each step, from its own histogram
+    one = steps["c=1"]["batch_sizes"]
+    assert one["batches"] == 12 and one["mean_batch_size"] == 1.0 and one["share_by_le"]["1.0"] == 1
+    four = steps["c=4"]["batch_sizes"]
+    assert 3 <= four["batches"] <= 12  # at most 4 images a batch at concurrency 4
+    assert four["images"] == 12 and four["mean_batch_size"] == round(12 / four["batches"], 3)
+    assert sum(four["share_by_le"].values()) == pytest.approx(1)
+    assert "batch sizes: 12 batches, mean 1.00; 1: 100%" in printed
 
     # the server answered exactly what the client counted (no warm-up in requests mode)
     assert served(server, "200") == 24

@@ -57,6 +57,9 @@ def test_dockerfile_runtime_is_slim_non_root_and_secret_free():
     assert "ARG VARIANT=cpu" in stages["builder"] and "ARG VARIANT=cpu" in runtime
     # the CPU build installs the cpu extra only: no torch in the runtime venv
     assert "cpu) extras=cpu ;;" in stages["builder"]
+    # ... plus OpenVINO (no torch either), its GPU/NPU plugins and other frontends removed
+    assert 'extras="$extras,openvino"' in stages["builder"]
+    assert "libopenvino_intel_gpu_plugin.so" in stages["builder"]
     assert "COPY --from=models /models /models" in runtime
     assert "/opt/export" not in runtime, "the export venv (torch) must stay in its own stage"
     assert not re.search(r"(?m)^RUN --mount", text), "must build without BuildKit"

@@ -4,6 +4,7 @@ on every backend and precision that runs on this machine."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.backends.openvino import openvino_unavailable
 from app.backends.torch.common import bf16_support
 from app.config import read_model_config
 from app.offline import check
@@ -23,7 +25,7 @@ pytestmark = pytest.mark.e2e
 PER_REQUEST = 64
 
 
-def served_variants(bf16: bool) -> dict[str, dict[str, str]]:
+def served_variants(bf16: bool, openvino: bool = False) -> dict[str, dict[str, str]]:
     """Model name -> overrides: every backend x precision this CPU runs (the base model,
     'digits', is onnxruntime fp32)."""
     variants = {
@@ -35,6 +37,11 @@ def served_variants(bf16: bool) -> dict[str, dict[str, str]]:
     if bf16:
         variants["digits-torchscript-bf16"] = {"backend": "torchscript", "precision": "bf16"}
         variants["digits-eager-bf16"] = {"backend": "eager", "precision": "bf16"}
+    if openvino:
+        variants["digits-openvino"] = {"backend": "openvino"}
+        variants["digits-openvino-int8"] = {"backend": "openvino", "precision": "int8"}
+        if openvino_unavailable("bf16", "cpu") is None:
+            variants["digits-openvino-bf16"] = {"backend": "openvino", "precision": "bf16"}
     return variants
 
 
@@ -57,7 +64,10 @@ def test_http_accuracy_equals_in_process_eager_accuracy(
 ) -> None:
     repo = tmp_path / "models"
     shutil.copytree(digits_dir, repo / "digits")
-    variants = served_variants(bf16=bf16_support("cpu") is None)
+    variants = served_variants(
+        bf16=bf16_support("cpu") is None,
+        openvino=importlib.util.find_spec("openvino") is not None,
+    )
     config_path = repo / "digits" / "config.json"
     config = json.loads(config_path.read_text())
     config["variants"] = variants

@@ -68,7 +68,10 @@ def test_backend_faults_fail_only_their_batch(tmp_path: Path, start_server) -> N
 
 def test_client_that_disconnects_costs_no_inference(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
-    write_fake_model(repo, "slow", options={"delay_s": 1.0}, batching={"max_batch_size": 1})
+    # one instance, busy with the blocker (the thread budget would give 2 on 2 cores)
+    write_fake_model(
+        repo, "slow", options={"delay_s": 1.0}, batching={"max_batch_size": 1, "instances": 1}
+    )
     server = start_server(repo, env=ENV)
     body = grey_png(50)
     with httpx.Client(base_url=server.url, timeout=30) as client:

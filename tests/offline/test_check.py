@@ -3,6 +3,7 @@ trained digits model and its real held-out images; and that a miss exits non-zer
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from app.backends.openvino import openvino_unavailable
 from app.backends.torch.common import bf16_support
 from app.backends.torch.models import build_arch
 from app.cli import main
@@ -46,10 +48,18 @@ def test_every_cpu_backend_and_precision_agrees(report) -> None:
     }
     if bf16_support("cpu") is None:
         expected |= {("eager", "bf16"), ("torchscript", "bf16")}
+    if importlib.util.find_spec("openvino") is not None:
+        expected |= {("openvino", "fp32"), ("openvino", "int8")}
+        if openvino_unavailable("bf16", "cpu") is None:
+            expected.add(("openvino", "bf16"))
+        else:
+            assert by[("openvino", "bf16")].skipped  # listed, with why
     assert expected <= ran
     for row in rows:
         assert row.passed, check.format_table(rows)
-    for key in [("eager", "fp32"), ("torchscript", "fp32"), ("onnxruntime", "fp32")]:
+    fp32 = [("eager", "fp32"), ("torchscript", "fp32"), ("onnxruntime", "fp32")]
+    fp32 += [k for k in [("openvino", "fp32")] if k in ran]
+    for key in fp32:
         rel_error = by[key].rel_error
         assert rel_error is not None and rel_error < 1e-4
         assert by[key].top1 == 1.0 and by[key].top5 == 1.0 and by[key].accuracy == ref_acc
@@ -57,6 +67,10 @@ def test_every_cpu_backend_and_precision_agrees(report) -> None:
     assert int8_top1 is not None and int8_top1 >= 0.99
     assert by[("onnxruntime", "int8")].provider == "CPUExecutionProvider"
     assert by[("eager", "fp16")].skipped  # no CUDA device here
+    if ("openvino", "int8") in ran:
+        ov_top1 = by[("openvino", "int8")].top1
+        assert ov_top1 is not None and ov_top1 >= 0.99
+        assert by[("openvino", "int8")].provider == "OpenVINO:CPU:int8"  # read back
 
 
 def test_compare_measures_what_it_says() -> None:
@@ -97,9 +111,14 @@ def test_badly_calibrated_int8_fails_the_check(
     rc = main(["check", str(bad), "--images", str(digits_images["test"])])
     out = capsys.readouterr().out
     assert rc == 1
-    int8 = next(line for line in out.splitlines() if "| onnxruntime | int8" in line)
-    assert "FAIL" in int8
-    assert "FAIL" not in out.replace(int8, "")
+    # every backend that reads model.int8.onnx fails it (ONNX Runtime, and OpenVINO when
+    # installed); nothing else does
+    int8 = [line for line in out.splitlines() if "| int8 " in line and "-bf16" not in line]
+    int8 = [line for line in int8 if line.startswith(("| onnxruntime", "| openvino"))]
+    assert any(line.startswith("| onnxruntime") for line in int8)
+    assert all("FAIL" in line for line in int8), out
+    rest = [line for line in out.splitlines() if line not in int8]
+    assert not any("FAIL" in line for line in rest), out
 
 
 def test_a_different_fp32_graph_fails_the_check(
