@@ -194,7 +194,9 @@ class DynamicBatcher:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         for executor in self._executors:
-            executor.shutdown(wait=True)
+            # off the loop: a call stuck past infer_timeout_s must not freeze every other
+            # model while a reload or unload retires these instances
+            await asyncio.to_thread(executor.shutdown, True)
         self._workers.clear()
         self._executors.clear()
 

@@ -252,9 +252,11 @@ class DecodeGate:
     - costly images (estimated cost over decode_costly_cost): at most `costly_slots` decoding
       at once and `costly_queue` waiting for one, so they never hold every decode thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.capacity = settings.decode_threads + settings.decode_queue_size
-        self.costly_slots = max(1, settings.decode_threads // 2)
+    def __init__(self, settings: Settings, decode_threads: int) -> None:
+        """`decode_threads`: the decode pool's size in force (the budget's when the setting
+        is 0)."""
+        self.capacity = decode_threads + settings.decode_queue_size
+        self.costly_slots = max(1, decode_threads // 2)
         self.costly_queue = settings.decode_costly_queue
         self.retry_after_s = settings.retry_after_s
         self.admitted = 0

@@ -182,7 +182,8 @@ def _short(exc: Exception) -> str:
 def scan(models_dir: Path, extra_backends: list[str] | None = None) -> dict[str, list[ModelConfig]]:
     """Folder name -> the models it serves, for the whole repository (at start-up)."""
     out = {name: read_folder(f, extra_backends) for name, f in list_folders(models_dir).items()}
-    names = [c.name for configs in out.values() for c in configs]
+    # a name may repeat within its own folder (its versions); never across two folders
+    names = [n for configs in out.values() for n in {c.name for c in configs}]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"model names served twice: {', '.join(duplicates)}")

@@ -98,6 +98,10 @@ class ServedModel:
         """What health checks, /v1/models, V2 and the model_ready gauge report."""
         return self.serving and not self.draining
 
+    def successor(self) -> ServedModel:
+        """The model that runs this one's requests now: itself, or the version that replaced it."""
+        return self.replaced_by.successor() if self.replaced_by is not None else self
+
     def require_ready(self) -> DynamicBatcher:
         """The batcher to queue a request on now (call submit() before any await)."""
         if self.replaced_by is not None:
@@ -360,12 +364,17 @@ class ModelRepository:
             model = self.models.get(name)
             telemetry.ready.set(1 if model is not None and model.ready else 0)
 
-    def begin_drain(self) -> None:
-        """Not ready from now on (requests are still accepted until close()). Safe to call
-        from a signal handler: it only sets flags and gauges."""
+    def mark_draining(self) -> None:
+        """Not ready from now on: flags only, so a signal handler may call it (Prometheus's
+        multiprocess values sit behind a lock that the interrupted code may hold)."""
         self.draining = True
         for model in self.all_served():
             model.draining = True
+
+    def begin_drain(self) -> None:
+        """Not ready from now on (requests are still accepted until close()); the ready gauges
+        follow. Call it on the event loop, not from a signal handler (see mark_draining)."""
+        self.mark_draining()
         for name in list(self._telemetry):
             self.publish_ready(name)
 
@@ -660,6 +669,8 @@ class ModelRepository:
                 self._refresh_defaults(names)
                 for n in names:
                     self.publish_ready(n)
+                    if n not in self.models:  # free the name for another folder to serve
+                        self.owner.pop(n, None)
                 await self._retire(retired)
             finally:
                 self._busy.pop(folder, None)

@@ -14,6 +14,7 @@ workers through prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import multiprocessing
 import os
@@ -64,8 +65,12 @@ class GracefulServer(uvicorn.Server):
             return
         app = _fastapi_app(getattr(self.config, "loaded_app", None))
         repository = getattr(app.state, "repository", None) if app is not None else None
-        if repository is not None:
-            repository.begin_drain()  # the repository owns readiness
+        if repository is not None:  # the repository owns readiness
+            repository.mark_draining()  # flags at once; the gauges from the loop, not here
+            try:
+                asyncio.get_running_loop().call_soon_threadsafe(repository.begin_drain)
+            except RuntimeError:  # no loop running in this thread (not under uvicorn's loop)
+                repository.begin_drain()
         log.info(
             "signal %d: not ready; accepting requests for %.1f s more, then draining",
             sig,

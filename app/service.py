@@ -63,7 +63,8 @@ class DataPlane:
         self.repository = repository
         self.decode_pool = decode_pool
         self.decode_limits = DecodeLimits.from_settings(settings)
-        self.decode_gate = DecodeGate(settings)
+        # sized by the pool in force (settings.decode_threads may be 0: from the thread budget)
+        self.decode_gate = DecodeGate(settings, decode_pool._max_workers)
 
     def model(self, name: str) -> ServedModel:
         return self.repository.get(name)
@@ -158,10 +159,18 @@ class DataPlane:
         """uint8 (N, H, W, 3) (or N EncodedImage from decode_images) -> logits (N, C), within
         the deadline, cancelled if the client leaves. Raises QueueFull / ModelNotReady at once,
         DeadlineExceeded, ClientGone."""
-        expected = (model.config.input.crop, model.config.input.crop, 3)
+        # checked against the model that will run it: a version replaced by a reload forwards
+        # its requests to its successor, whose input size may differ
+        crop = model.successor().config.input.crop
+        expected = (crop, crop, 3)
         if isinstance(batch, list):
             if not all(isinstance(im, EncodedImage) for im in batch):
                 raise TypeError("an image list must hold EncodedImage (from decode_images)")
+            if any(im.pixels is not None and im.pixels.shape != expected for im in batch):
+                raise InvalidInput(
+                    f"model {model.name!r} now takes {list(expected)} images (it was reloaded "
+                    "while this request was decoded): send it again"
+                )
         elif batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != expected:
             raise InvalidInput(
                 f"model {model.name!r} takes uint8 images of shape {list(expected)}; "

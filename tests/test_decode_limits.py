@@ -110,7 +110,7 @@ def test_unreadable_exif_is_ignored() -> None:
 def test_decode_gate_refuses_at_once_when_full() -> None:
     async def scenario() -> None:
         gate = DecodeGate(
-            Settings(decode_threads=2, decode_queue_size=1, decode_costly_queue=1, retry_after_s=3)
+            Settings(decode_queue_size=1, decode_costly_queue=1, retry_after_s=3), decode_threads=2
         )
         gate.admit(2)
         gate.admit(1)

@@ -106,3 +106,19 @@ def test_fingerprint_sees_a_new_export_but_not_engine_caches(tmp_path: Path) -> 
     assert fingerprint(f) == before
     fake_config("m", labels=[str(i) for i in range(256)]).write(folder)
     assert fingerprint(f) != before
+
+
+def test_scan_serves_several_versions_of_one_folder(tmp_path: Path) -> None:
+    """A name repeated by the versions (and backend copies) of ONE folder is no clash: a server
+    must start from a folder whose policy serves more than one version."""
+    folder = tmp_path / "m"
+    for v in (1, 2):
+        version(folder, v)
+    (folder / "config.json").write_text(json.dumps({"version_policy": {"all": {}}}))
+    found = scan(tmp_path, ["onnxruntime"])
+    assert [(c.name, c.version) for c in found["m"]] == [
+        ("m", "1"),
+        ("m-onnxruntime", "1"),
+        ("m", "2"),
+        ("m-onnxruntime", "2"),
+    ]

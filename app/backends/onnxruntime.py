@@ -120,6 +120,19 @@ def device_id(config: ModelConfig) -> int:
     return int(config.device.split(":")[1]) if config.is_cuda else 0
 
 
+def engine_prefix(config: ModelConfig) -> str:
+    """The served file's identity (size and modification time) as TensorRT's engine prefix."""
+    key = OnnxRuntimeBackend.file_key(config.precision)
+    if key not in config.files:
+        return "resnet_serve"
+    path = config.path_of(key)
+    try:
+        st = path.stat()
+    except OSError:  # no file yet: load() says so
+        return "resnet_serve"
+    return f"resnet_serve_{st.st_size:x}_{st.st_mtime_ns:x}"
+
+
 def provider_options(config: ModelConfig, short: str) -> dict[str, Any]:
     if short == "cuda":
         cuda = config.onnxruntime.cuda
@@ -138,6 +151,9 @@ def provider_options(config: ModelConfig, short: str) -> dict[str, Any]:
             "trt_int8_enable": trt.int8,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": cache,
+            # TensorRT's engine id hashes the graph, not the weights: a file rewritten in place
+            # (a reload with new weights) must not find the old engine
+            "trt_engine_cache_prefix": engine_prefix(config),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": cache,
             "trt_max_workspace_size": trt.workspace_size,

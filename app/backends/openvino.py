@@ -29,6 +29,7 @@ dynamic batch 1.18x the padded buckets, on ResNet-50 int8, both measured under l
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -152,7 +153,11 @@ class OpenVinoBackend(Backend):
             self._buckets = bucket_sizes(cfg.batching.max_batch_size)
         shapes = self._buckets or [0]
         if opts.performance_hint == "THROUGHPUT":
-            key = (cfg.name, str(path), repr(sorted(properties.items())), tuple(shapes))
+            # the file's identity too: a reload of a file rewritten in place (new weights) must
+            # compile anew while the old instances still hold the old model
+            st = os.stat(path)
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+            key = (cfg.name, str(path), identity, repr(sorted(properties.items())), tuple(shapes))
             self._shared_key = key
             self._compiled = _acquire_shared(key, lambda: self._compile(core, path, properties))
         else:

@@ -139,7 +139,7 @@ def deployment_options(
     options: RayOptions, configs: list[ModelConfig], settings: dict[str, Any]
 ) -> tuple[dict[str, Any], ReplicaLimits]:
     """serve.deployment's options for these models (no Ray needed to compute them)."""
-    limits = replica_limits(configs)
+    limits = replica_limits(configs, max(1, int(options.num_cpus)))
     max_ongoing = options.max_ongoing_requests or limits.max_ongoing_requests
     max_queued = options.max_queued_requests
     if max_queued is None:

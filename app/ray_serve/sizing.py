@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.config import ModelConfig
+from app.threads import plan
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,15 @@ class ReplicaLimits:
     per_model_capacity: dict[str, int]
 
 
-def replica_limits(configs: list[ModelConfig]) -> ReplicaLimits:
+def replica_limits(configs: list[ModelConfig], cores: int = 1) -> ReplicaLimits:
+    """`cores`: the replica's CPUs (num_cpus), for the instances a config leaves to the thread
+    budget (instances 0), as the replica's server will plan them (app/threads.py)."""
     if not configs:
         raise ValueError("no model to serve: the model repository is empty")
-    busy = {c.name: c.batching.max_batch_size * c.batching.instances for c in configs}
+    busy = {
+        c.name: c.batching.max_batch_size * (c.batching.instances or plan(c, cores).instances)
+        for c in configs
+    }
     capacity = {c.name: busy[c.name] + c.batching.max_queue_size for c in configs}
     ongoing = min(sum(2 * b for b in busy.values()), min(capacity.values()))
     target = max(1, min(sum(busy.values()), ongoing))

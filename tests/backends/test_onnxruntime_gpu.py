@@ -222,3 +222,15 @@ def test_find_tensorrt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ctypes.util, "find_library", lambda name: str(fake_lib) if name == "nvinfer" else None
     )
     assert ortb.find_tensorrt() == str(fake_lib)
+
+
+def test_tensorrt_engines_are_keyed_by_the_file_not_only_the_graph(tmp_path: Path) -> None:
+    """TensorRT's engine id hashes the graph, not the weights: a file rewritten in place (a
+    reload with new weights) gets another engine prefix, so the old engine is never reused."""
+    cfg = gpu_config(tmp_path)
+    path = cfg.path_of("onnx")
+    path.write_bytes(b"an onnx graph")
+    before = ortb.provider_options(cfg, "tensorrt")["trt_engine_cache_prefix"]
+    assert before == ortb.provider_options(cfg, "tensorrt")["trt_engine_cache_prefix"]
+    path.write_bytes(path.read_bytes() + b"\0")  # new contents, same name
+    assert ortb.provider_options(cfg, "tensorrt")["trt_engine_cache_prefix"] != before

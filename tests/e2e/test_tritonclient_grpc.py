@@ -229,7 +229,7 @@ def start_fake(tmp_path: Path, start_server, **env: str):
         repo,
         "slow",
         options={"delay_s": 1.0},
-        batching={"max_batch_size": 1, "max_queue_size": 1},
+        batching={"max_batch_size": 1, "max_queue_size": 1, "instances": 1},
     )
     env = {
         "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,

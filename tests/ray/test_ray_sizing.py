@@ -120,3 +120,12 @@ def test_deployment_options_fixed_and_autoscaled(tmp_path):
         4,
         8,
     )
+
+
+def test_instances_left_to_the_thread_budget_are_planned_for_the_replica_cpus():
+    """instances 0 (the default): the replica's server plans them from its CPUs (app/threads.py),
+    so Serve's limit must count them too, never 0."""
+    model = _model("a", max_batch_size=8, instances=0, max_queue_size=128)
+    one_cpu, four_cpus = replica_limits([model], cores=1), replica_limits([model], cores=4)
+    assert one_cpu.max_ongoing_requests == 2 * 8 * 1
+    assert four_cpus.max_ongoing_requests == 2 * 8 * 2  # the budget: 2 instances on 4 cores
