@@ -36,7 +36,7 @@ serve: install $(MODELS)/$(MODEL)/config.json
 
 test: install-dev lint
 	@if [ -x deploy/ci/install-test-tools.sh ]; then deploy/ci/install-test-tools.sh $(VENV); fi
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # ruff (rules in pyproject.toml), the formatting, and mypy (strict on the serving core):
 # `make test` runs it first, so a finding fails CI.
