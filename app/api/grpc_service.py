@@ -101,8 +101,10 @@ class InferenceService:
         return pb.ModelReadyResponse(ready=model.ready)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Message:
-        model = resolve(self.dataplane.repository, request.name, request.version or None)
-        return grpc_codec.model_metadata(schema.model_metadata(model))
+        repository = self.dataplane.repository
+        metadata = schema.model_metadata(resolve(repository, request.name, request.version or None))
+        metadata["versions"] = repository.served_versions(request.name)  # as HTTP: every one
+        return grpc_codec.model_metadata(metadata)
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> Message:
         model = resolve(self.dataplane.repository, request.name, request.version or None)
