@@ -78,6 +78,7 @@ class InferenceService:
 
     @property
     def dataplane(self) -> DataPlane:
+        # type-ignore reason: Starlette's app.state is untyped (Any); the lifespan sets dataplane
         return self.state.dataplane  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------- server

@@ -12,6 +12,7 @@ from app.errors import InvalidInput
 
 
 def request(**kw: object) -> pb.ModelInferRequest:
+    # type-ignore reason: protobuf's stubs type each keyword; the tests pass them as **object
     return pb.ModelInferRequest(model_name="m", **kw)  # type: ignore[arg-type]
 
 

@@ -363,6 +363,7 @@ def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:
     time.sleep(0.3)
     fake_server.proc.send_signal(signal.SIGTERM)
     result, error = results.get(timeout=20)
+    # type-ignore reason: the queue holds objects; the callback put an InferResult there
     assert error is None and int(np.argmax(result.as_numpy("logits"))) == 9  # type: ignore[attr-defined]
     assert fake_server.proc.wait(30) == 0
     fake_client.close()
