@@ -108,8 +108,12 @@ class InferenceService:
         return grpc_codec.model_metadata(metadata)
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> Message:
-        model = resolve(self.dataplane.repository, request.name, request.version or None)
-        return grpc_codec.model_config(schema.model_config(model, self.settings.request_timeout_ms))
+        repository = self.dataplane.repository
+        model = resolve(repository, request.name, request.version or None)
+        config = schema.model_config(
+            model, self.settings.request_timeout_ms, repository.served_versions(request.name)
+        )
+        return grpc_codec.model_config(config)
 
     async def model_statistics(
         self, request: pb.ModelStatisticsRequest, context: Context

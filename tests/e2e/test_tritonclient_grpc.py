@@ -139,6 +139,10 @@ def test_versions_over_grpc(tmp_path: Path, start_server) -> None:
         meta = client.get_model_metadata("fake", version, as_json=True)
         assert meta["versions"] == ["1", "2"], version
         assert httpx.get(f"{server.url}/v2/models/fake").json()["versions"] == ["1", "2"]
+        config = client.get_model_config("fake", version, as_json=True)["config"]
+        assert config["version_policy"] == {"specific": {"versions": ["1", "2"]}}  # int64
+        http_config = httpx.get(f"{server.url}/v2/models/fake/config").json()
+        assert http_config["version_policy"] == {"specific": {"versions": [1, 2]}}
     batch = np.full((1, 224, 224, 3), 7, np.uint8)
     for version, label in (("1", "v1-7"), ("2", "v2-7"), ("", "v2-7")):
         assert client.is_model_ready("fake", version)
