@@ -277,3 +277,18 @@ async def test_repository_calls_need_the_token(tmp_path: Path) -> None:
         assert (await c.post("/v2/repository/index", headers=auth)).status_code == 200
         assert (await c.post("/v2/repository/models/fake/load", headers=auth)).status_code == 200
         assert (await c.get("/v2/models/fake", headers=auth)).status_code == 200
+
+
+async def test_bodies_nested_too_deep_are_a_400_as_on_every_json_route(tmp_path: Path) -> None:
+    """30,000 levels fit the 64 KiB body limit and overflow Python's json parser: a clear 400
+    (the server's JSON depth limit), never a 500, and the model is untouched."""
+    write_fake_model(tmp_path, "fake")
+    deep = b'{"ready": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    shallow = b'{"parameters": ' + b"[" * 70 + b"]" * 70 + b"}"  # over the default 64 levels
+    async with app_client(make_app(tmp_path, **EXPLICIT)) as c:
+        for path in ("index", "models/fake/load", "models/fake/unload"):
+            for body in (deep, shallow):
+                r = await c.post(f"/v2/repository/{path}", content=body)
+                assert r.status_code == 400, (path, r.text)
+                assert "JSON" in r.json()["error"], path
+        assert (await c.get("/v2/models/fake/ready")).status_code == 200
