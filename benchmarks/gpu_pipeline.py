@@ -125,6 +125,7 @@ def threaded(
     return sum(counts) * bs / (time.perf_counter() - start)
 
 
+# type-ignore reason: multiprocessing's primitives, passed across processes, are untyped here
 def _process_worker(settings: dict, bs: int, ready, start, stop, results) -> None:  # type: ignore[no-untyped-def, type-arg]
     """One process: its own model (eager, or compiled), runner and stream, looping the pipeline
     between the parent's start and stop; puts its count of batches."""
@@ -155,6 +156,7 @@ def _process_worker(settings: dict, bs: int, ready, start, stop, results) -> Non
     results.put(count)
 
 
+# type-ignore reason: settings is the JSON dict of the pipeline's options, as read
 def multiprocess(settings: dict, n: int, bs: int, seconds: float, timeout: float) -> float:  # type: ignore[type-arg]
     """img/s of n processes, each a whole pipeline on the same GPU (what --workers gives the
     server, without HTTP)."""

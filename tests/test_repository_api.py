@@ -20,6 +20,7 @@ EXPLICIT = {"model_control": "explicit"}
 
 
 def make_app(repo: Path, **settings: object):
+    # type-ignore reason: Settings' fields are typed; the tests pass them as **object
     return create_app(Settings(models_dir=repo, **settings))  # type: ignore[arg-type]
 
 
@@ -77,6 +78,7 @@ async def test_names_are_folders_never_paths(tmp_path: Path) -> None:
             r = await c.post(f"/v2/repository/models/{name}/load")
             assert r.status_code == 400 and "not a model name" in r.json()["error"], name
         # what the HTTP client normalises away reaches the repository from gRPC as it is
+        # type-ignore reason: httpx's ASGITransport is private API; reaching the app in-process
         repository = c._transport.app.state.repository  # type: ignore[attr-defined]
         for name in ("..", ".", "../outside", "a/b", "/etc", "fake/../../outside", "", "x\\y"):
             for call in (repository.load, repository.unload):
@@ -102,6 +104,7 @@ async def test_reload_switches_to_the_new_files_and_a_failed_load_keeps_the_old(
     async with app_client(make_app(tmp_path, **EXPLICIT)) as c:
         assert top_label(await c.post("/v2/models/fake/infer", json=infer_body(9))) == "old9"
         # unchanged folder: load is a no-op and the instances stay
+        # type-ignore reason: httpx's ASGITransport is private API; reaching the app in-process
         app = c._transport.app  # type: ignore[attr-defined]
         backends = list(app.state.repository.get("fake").backends)
         assert (await c.post("/v2/repository/models/fake/load")).status_code == 200
@@ -145,6 +148,7 @@ async def test_unload_answers_in_flight_requests_then_404_and_load_brings_it_bac
             asyncio.create_task(c.post("/v2/models/slow/infer", json=infer_body(g)))
             for g in (1, 2, 3)
         ]
+        # type-ignore reason: httpx's ASGITransport is private API; reaching the app in-process
         app = c._transport.app  # type: ignore[attr-defined]
         model = app.state.repository.get("slow")
         # the three are queued (or running) within a few ms in-process; each batch takes 1 s
@@ -273,3 +277,18 @@ async def test_repository_calls_need_the_token(tmp_path: Path) -> None:
         assert (await c.post("/v2/repository/index", headers=auth)).status_code == 200
         assert (await c.post("/v2/repository/models/fake/load", headers=auth)).status_code == 200
         assert (await c.get("/v2/models/fake", headers=auth)).status_code == 200
+
+
+async def test_bodies_nested_too_deep_are_a_400_as_on_every_json_route(tmp_path: Path) -> None:
+    """30,000 levels fit the 64 KiB body limit and overflow Python's json parser: a clear 400
+    (the server's JSON depth limit), never a 500, and the model is untouched."""
+    write_fake_model(tmp_path, "fake")
+    deep = b'{"ready": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    shallow = b'{"parameters": ' + b"[" * 70 + b"]" * 70 + b"}"  # over the default 64 levels
+    async with app_client(make_app(tmp_path, **EXPLICIT)) as c:
+        for path in ("index", "models/fake/load", "models/fake/unload"):
+            for body in (deep, shallow):
+                r = await c.post(f"/v2/repository/{path}", content=body)
+                assert r.status_code == 400, (path, r.text)
+                assert "JSON" in r.json()["error"], path
+        assert (await c.get("/v2/models/fake/ready")).status_code == 200

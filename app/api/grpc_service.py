@@ -78,6 +78,7 @@ class InferenceService:
 
     @property
     def dataplane(self) -> DataPlane:
+        # type-ignore reason: Starlette's app.state is untyped (Any); the lifespan sets dataplane
         return self.state.dataplane  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------- server
@@ -101,12 +102,18 @@ class InferenceService:
         return pb.ModelReadyResponse(ready=model.ready)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Message:
-        model = resolve(self.dataplane.repository, request.name, request.version or None)
-        return grpc_codec.model_metadata(schema.model_metadata(model))
+        repository = self.dataplane.repository
+        metadata = schema.model_metadata(resolve(repository, request.name, request.version or None))
+        metadata["versions"] = repository.served_versions(request.name)  # as HTTP: every one
+        return grpc_codec.model_metadata(metadata)
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> Message:
-        model = resolve(self.dataplane.repository, request.name, request.version or None)
-        return grpc_codec.model_config(schema.model_config(model, self.settings.request_timeout_ms))
+        repository = self.dataplane.repository
+        model = resolve(repository, request.name, request.version or None)
+        config = schema.model_config(
+            model, self.settings.request_timeout_ms, repository.served_versions(request.name)
+        )
+        return grpc_codec.model_config(config)
 
     async def model_statistics(
         self, request: pb.ModelStatisticsRequest, context: Context

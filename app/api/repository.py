@@ -8,7 +8,6 @@ unload_model() speak this.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +15,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.api.body import read_body
-from app.api.deps import RepositoryDep
+from app.api.deps import RepositoryDep, SettingsDep
+from app.api.inputs import parse_json
+from app.config import Settings
 from app.errors import InvalidInput
 
 router = APIRouter(prefix="/v2/repository", tags=["repository"])
@@ -36,24 +37,21 @@ def refuse_load_parameters(names: Iterable[str]) -> None:
         )
 
 
-async def _options(request: Request) -> dict[str, Any]:
+async def _options(request: Request, settings: Settings) -> dict[str, Any]:
     body = await read_body(request, MAX_BODY)
     if not body.strip():
         return {}
-    try:
-        value = json.loads(body)
-    except ValueError:
-        raise InvalidInput("the body must be a JSON object (or empty)") from None
+    value = parse_json(body, settings.max_json_depth)  # 400 when not JSON or too deep
     if not isinstance(value, dict):
         raise InvalidInput("the body must be a JSON object (or empty)")
     return value
 
 
 @router.post("/index", responses={400: {}, 401: {}})
-async def index(request: Request, repository: RepositoryDep) -> JSONResponse:
+async def index(request: Request, repository: RepositoryDep, settings: SettingsDep) -> JSONResponse:
     """Every model folder with its served versions, state and reason. Body (optional):
     {"ready": true} lists only the models ready to serve."""
-    options = await _options(request)
+    options = await _options(request, settings)
     ready = options.get("ready", False)
     if not isinstance(ready, bool):
         raise InvalidInput('"ready" must be true or false')
@@ -61,9 +59,11 @@ async def index(request: Request, repository: RepositoryDep) -> JSONResponse:
 
 
 @router.post("/models/{name}/load", responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}})
-async def load(name: str, request: Request, repository: RepositoryDep) -> Response:
+async def load(
+    name: str, request: Request, repository: RepositoryDep, settings: SettingsDep
+) -> Response:
     """Load a model folder, or reload it without downtime if its files changed."""
-    parameters = (await _options(request)).get("parameters") or {}
+    parameters = (await _options(request, settings)).get("parameters") or {}
     if not isinstance(parameters, dict):
         raise InvalidInput('"parameters" must be a JSON object')
     refuse_load_parameters(parameters)
@@ -72,9 +72,11 @@ async def load(name: str, request: Request, repository: RepositoryDep) -> Respon
 
 
 @router.post("/models/{name}/unload", responses={400: {}, 401: {}, 403: {}, 404: {}})
-async def unload(name: str, request: Request, repository: RepositoryDep) -> Response:
+async def unload(
+    name: str, request: Request, repository: RepositoryDep, settings: SettingsDep
+) -> Response:
     """Stop accepting requests for the folder's models, finish those accepted, release them;
     their names then answer 404."""
-    await _options(request)
+    await _options(request, settings)
     await repository.unload(name)
     return Response(status_code=200)

@@ -122,7 +122,11 @@ async def model_ready(name: str, repository: RepositoryDep, version: VersionDep)
 async def model_config(
     name: str, repository: RepositoryDep, settings: SettingsDep, version: VersionDep
 ) -> dict[str, Any]:
-    return schema.model_config(resolve(repository, name, version), settings.request_timeout_ms)
+    return schema.model_config(
+        resolve(repository, name, version),
+        settings.request_timeout_ms,
+        repository.served_versions(name),
+    )
 
 
 # ------------------------------------------------------------------------------ inference

@@ -263,7 +263,7 @@ def _from_binary(
     if len(chunk) != expected:
         raise InvalidInput(
             f"{what}: {datatype} shape {shape} needs {expected} bytes, "
-            f"binary_data_size is {len(chunk)}"
+            f"its data holds {len(chunk)}"  # binary_data_size (HTTP) or a raw blob (gRPC)
         )
     try:
         return np.frombuffer(chunk, dtype=dtype).reshape(shape)

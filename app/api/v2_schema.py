@@ -95,9 +95,19 @@ def execution(model: ServedModel) -> dict[str, Any]:
     return {"providers": list(info.providers), "execution_precision": info.precision}
 
 
-def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any]:
+def version_policy(served_versions: list[str]) -> dict[str, Any]:
+    if len(served_versions) > 1:  # version folders: numbered
+        return {"specific": {"versions": sorted(int(v) for v in served_versions)}}
+    return {"latest": {"num_versions": 1}}
+
+
+def model_config(
+    model: ServedModel, request_timeout_ms: float, served_versions: list[str] | None = None
+) -> dict[str, Any]:
     """Triton's ModelConfig as its HTTP API prints it: what perf_analyzer and Triton's clients
-    read to shape their requests (max_batch_size, and dims without the batch axis)."""
+    read to shape their requests (max_batch_size, and dims without the batch axis).
+    `served_versions`: every version of the name served now; several (only version folders,
+    numbered) are reported as the `specific` versions served, one as `latest` 1."""
     cfg = model.config
     crop, classes, b = cfg.input.crop, cfg.num_classes, cfg.batching
 
@@ -116,7 +126,7 @@ def model_config(model: ServedModel, request_timeout_ms: float) -> dict[str, Any
         "name": cfg.name,
         "platform": platform(cfg),
         "backend": cfg.backend,
-        "version_policy": {"latest": {"num_versions": 1}},
+        "version_policy": version_policy(served_versions or [cfg.version]),
         "max_batch_size": b.max_batch_size,
         "input": [tensor(INPUT_PIXELS, "TYPE_UINT8", [crop, crop, 3], "FORMAT_NHWC")],
         "output": [

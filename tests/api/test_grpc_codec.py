@@ -12,6 +12,7 @@ from app.errors import InvalidInput
 
 
 def request(**kw: object) -> pb.ModelInferRequest:
+    # type-ignore reason: protobuf's stubs type each keyword; the tests pass them as **object
     return pb.ModelInferRequest(model_name="m", **kw)  # type: ignore[arg-type]
 
 
@@ -78,7 +79,8 @@ def test_raw_contents_must_match_the_inputs() -> None:
         grpc_codec.parse_request(msg)
     msg = request(raw_input_contents=[b"\x00\x01"])
     msg.inputs.add(name="images", datatype="UINT8", shape=[1])
-    with pytest.raises(InvalidInput, match="needs 1 bytes"):
+    # said in gRPC's terms too: no HTTP-only binary_data_size in the message
+    with pytest.raises(InvalidInput, match="needs 1 bytes, its data holds 2$"):
         grpc_codec.parse_request(msg)
     msg = request(raw_input_contents=[b"\x00"])
     msg.inputs.add(name="images", datatype="UINT8", shape=[1]).contents.uint_contents.append(0)

@@ -128,6 +128,7 @@ def test_when_tensorrt_cannot_start_cuda_keeps_its_options(
     monkeypatch.setattr(ortb, "_import_ort", lambda: fake)
     monkeypatch.setattr(ortb, "find_tensorrt", lambda: "libnvinfer.so.10")
     cfg = gpu_config(tmp_path, onnxruntime={"providers": ["tensorrt"]})
+    # type-ignore reason: directory is Optional; set, since the config was read from a folder
     cfg.directory.chmod(0o555)  # type: ignore[union-attr]
     backend = create_backend(cfg)
     backend.load()
@@ -194,6 +195,7 @@ def test_engine_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert ortb.engine_cache_dir(cfg) == tmp_path / "xdg" / "resnet-serve" / "trt" / "m"
     # configured, relative: under the model directory
     mine = cfg.variant("m", onnxruntime={"tensorrt": {"engine_cache_dir": "trt-cache"}})
+    # type-ignore reason: directory is Optional; set, since the config was read from a folder
     assert ortb.engine_cache_dir(mine) == cfg.directory / "trt-cache"  # type: ignore[operator]
     # configured but not writable (a file stands in its way; root ignores modes): the cache
     blocker = tmp_path / "file"

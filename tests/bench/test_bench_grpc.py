@@ -21,7 +21,8 @@ def grpc_requests(server, code: str) -> float:
             f'code="{code}"' in line and 'endpoint="v2_grpc_infer"' in line
         ):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    # a missing series is an error, never 0.0 (issue 14): a "== 0" check must be able to fail
+    raise LookupError(f"no resnet_serve_requests_total series for code {code} of v2_grpc_infer")
 
 
 def test_bench_grpc_mode(start_server, image_dir: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ the deadline, the queue limit and cancellation."""
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import signal
@@ -20,7 +21,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.fakes import PLUGIN, write_fake_model
+from tests.fakes import PLUGIN, fake_config, write_fake_model
 
 pytestmark = pytest.mark.e2e
 MODEL = "resnet18"
@@ -122,6 +123,41 @@ def test_repository_over_grpc(tmp_path: Path, start_server) -> None:
     with pytest.raises(InferenceServerException, match="not supported") as info:
         client.load_model("fake", config='{"backend": "eager"}')
     assert code(info) == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_versions_over_grpc(tmp_path: Path, start_server) -> None:
+    """A folder serving versions 1 and 2: every version answers over gRPC as over HTTP, and
+    model metadata lists every served version whichever version was asked."""
+    folder = tmp_path / "models" / "fake"
+    for v in (1, 2):
+        (folder / str(v)).mkdir(parents=True)
+        fake_config("fake", labels=[f"v{v}-{i}" for i in range(256)]).write(folder / str(v))
+    (folder / "config.json").write_text(json.dumps({"version_policy": {"all": {}}}))
+    server = start_server(folder.parent, env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN})
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    for version in ("", "1", "2"):
+        meta = client.get_model_metadata("fake", version, as_json=True)
+        assert meta["versions"] == ["1", "2"], version
+        assert httpx.get(f"{server.url}/v2/models/fake").json()["versions"] == ["1", "2"]
+        config = client.get_model_config("fake", version, as_json=True)["config"]
+        assert config["version_policy"] == {"specific": {"versions": ["1", "2"]}}  # int64
+        http_config = httpx.get(f"{server.url}/v2/models/fake/config").json()
+        assert http_config["version_policy"] == {"specific": {"versions": [1, 2]}}
+    batch = np.full((1, 224, 224, 3), 7, np.uint8)
+    for version, label in (("1", "v1-7"), ("2", "v2-7"), ("", "v2-7")):
+        assert client.is_model_ready("fake", version)
+        res = client.infer(
+            "fake",
+            [pixels_input(batch)],
+            model_version=version,
+            outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=1)],
+        )
+        assert res.as_numpy("probabilities")[0][0].decode().split(":")[2] == label
+        assert res.get_response().model_version == (version or "2")
+    assert not client.is_model_ready("fake", "3")
+    with pytest.raises(InferenceServerException, match="no version") as info:
+        client.get_model_metadata("fake", "3")
+    assert code(info) == "StatusCode.NOT_FOUND"
 
 
 def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:
@@ -331,6 +367,7 @@ def test_sigterm_answers_accepted_calls(tmp_path: Path, start_server) -> None:
     time.sleep(0.3)
     fake_server.proc.send_signal(signal.SIGTERM)
     result, error = results.get(timeout=20)
+    # type-ignore reason: the queue holds objects; the callback put an InferResult there
     assert error is None and int(np.argmax(result.as_numpy("logits"))) == 9  # type: ignore[attr-defined]
     assert fake_server.proc.wait(30) == 0
     fake_client.close()
