@@ -10,6 +10,8 @@ JPEGs travel to the backend encoded; see app.preprocess.inspect and docs/gpu.md.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -55,6 +57,19 @@ def check_image_count(count: int, limit: int) -> None:
         raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}")
 
 
+COSTLY_NICENESS = 10
+
+
+def lower_thread_priority() -> None:
+    """Raise the calling thread's niceness by COSTLY_NICENESS (Linux schedules threads on
+    their own; elsewhere, or when refused, the thread keeps its priority)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + COSTLY_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 class DataPlane:
     def __init__(
         self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor
@@ -65,6 +80,19 @@ class DataPlane:
         self.decode_limits = DecodeLimits.from_settings(settings)
         # sized by the pool in force (settings.decode_threads may be 0: from the thread budget)
         self.decode_gate = DecodeGate(settings, decode_pool._max_workers)
+        # Costly images decode in threads of their own (as many as the gate's costly slots),
+        # at a lower CPU priority: they never take a decode thread from cheap images (a pool
+        # of one, the budget's default up to 7 cores, has no half to spare), and where both
+        # want the CPU the cheap ones, short, come first.
+        self.costly_pool = ThreadPoolExecutor(
+            self.decode_gate.costly_slots,
+            thread_name_prefix="decode-costly",
+            initializer=lower_thread_priority,
+        )
+
+    def close(self) -> None:
+        """Stop the costly images' threads (the decode pool is the caller's)."""
+        self.costly_pool.shutdown(wait=True)
 
     def model(self, name: str) -> ServedModel:
         return self.repository.get(name)
@@ -145,7 +173,7 @@ class DataPlane:
             return result
         await self.decode_gate.costly_slot()
         try:
-            return await loop.run_in_executor(self.decode_pool, costly, data)
+            return await loop.run_in_executor(self.costly_pool, costly, data)
         finally:
             await self.decode_gate.costly_done()
 
