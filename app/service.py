@@ -22,7 +22,7 @@ import numpy as np
 
 from app.config import PreprocessConfig, Settings
 from app.decode_limits import DecodeGate, DecodeLimits
-from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, about_image
+from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, QueueFull, about_image
 from app.postprocess import top_k
 from app.preprocess import (
     Batch,
@@ -115,7 +115,11 @@ class DataPlane:
         given) instead, and return the list of EncodedImage the batcher carries."""
         self.check_image_count(len(images))
         cfg = model.config.input
-        self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
+        try:
+            self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
+        except QueueFull:
+            model.telemetry.rejected("decode_queue_full")
+            raise
         try:
             results = await asyncio.gather(
                 *(self._decode_one(model, cfg, data) for data in images),
@@ -127,6 +131,8 @@ class DataPlane:
             if isinstance(result, BaseException):
                 if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
                     raise about_image(result, i) from None
+                if isinstance(result, QueueFull):  # the costly images' line was full
+                    model.telemetry.rejected("costly_queue_full")
                 raise result
         # no exception is left in results (raised above); inspect gives EncodedImage, decode arrays
         if cfg.decode == "gpu":

@@ -20,6 +20,7 @@ import pytest
 from tests import costly_images
 from tests.conftest import encode, synthetic_photo
 from tests.fakes import PLUGIN, write_fake_model
+from tests.scrape import scraped
 
 pytestmark = pytest.mark.e2e
 
@@ -108,6 +109,9 @@ def test_costly_pngs_are_refused_or_cannot_starve_cheap_jpegs(
     print(f"decoded: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}")
     assert codes.get(200, 0) >= 1 and codes.get(503, 0) >= 1, codes
     assert set(codes) <= {200, 503}, codes
+    # counted like a full inference queue's 503s, with their own reason
+    refused = scraped(server.url, "resnet_serve_rejected_total", reason="costly_queue_full")
+    assert refused == codes[503], (refused, codes)
     assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded, codes)
     assert "Traceback" not in server.log()
 
