@@ -20,8 +20,9 @@ measured costs):
 
 Over a limit: 413 with what was found and the limit. Under them, each image gets an estimated
 cost (megapixels x its format's factor, in baseline-JPEG megapixels); an image costing more than
-`decode_costly_cost` is *costly* and must take one of the few costly slots (`DecodeGate`), so
-costly images never hold every decode thread and cheap ones always find one free.
+`decode_costly_cost` is *costly* and must take one of the few costly slots (`DecodeGate`); they
+decode in threads of their own at a lower CPU priority (app/service.py), so cheap images always
+find a decode thread free.
 """
 
 from __future__ import annotations

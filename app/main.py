@@ -80,6 +80,7 @@ def create_app(
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
             decode_pool.shutdown(wait=True)
+            app.state.dataplane.close()
             log.info("all models closed")
 
     app = FastAPI(

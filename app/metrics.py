@@ -97,7 +97,8 @@ class Metrics:
         )
         self.rejected = Counter(
             f"{PREFIX}_rejected",
-            "Requests not served: queue_full (refused at once) or deadline (timed out), once each.",
+            "Requests not served, once each: queue_full, decode_queue_full, costly_queue_full "
+            "(refused at once) or deadline (timed out).",
             ["model", "reason"],
             registry=r,
         )

@@ -10,6 +10,8 @@ JPEGs travel to the backend encoded; see app.preprocess.inspect and docs/gpu.md.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +22,7 @@ import numpy as np
 
 from app.config import PreprocessConfig, Settings
 from app.decode_limits import DecodeGate, DecodeLimits
-from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, about_image
+from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, QueueFull, about_image
 from app.postprocess import top_k
 from app.preprocess import (
     Batch,
@@ -55,6 +57,19 @@ def check_image_count(count: int, limit: int) -> None:
         raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}")
 
 
+COSTLY_NICENESS = 10
+
+
+def lower_thread_priority() -> None:
+    """Raise the calling thread's niceness by COSTLY_NICENESS (Linux schedules threads on
+    their own; elsewhere, or when refused, the thread keeps its priority)."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + COSTLY_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 class DataPlane:
     def __init__(
         self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor
@@ -65,6 +80,19 @@ class DataPlane:
         self.decode_limits = DecodeLimits.from_settings(settings)
         # sized by the pool in force (settings.decode_threads may be 0: from the thread budget)
         self.decode_gate = DecodeGate(settings, decode_pool._max_workers)
+        # Costly images decode in threads of their own (as many as the gate's costly slots),
+        # at a lower CPU priority: they never take a decode thread from cheap images (a pool
+        # of one, the budget's default up to 7 cores, has no half to spare), and where both
+        # want the CPU the cheap ones, short, come first.
+        self.costly_pool = ThreadPoolExecutor(
+            self.decode_gate.costly_slots,
+            thread_name_prefix="decode-costly",
+            initializer=lower_thread_priority,
+        )
+
+    def close(self) -> None:
+        """Stop the costly images' threads (the decode pool is the caller's)."""
+        self.costly_pool.shutdown(wait=True)
 
     def model(self, name: str) -> ServedModel:
         return self.repository.get(name)
@@ -87,7 +115,11 @@ class DataPlane:
         given) instead, and return the list of EncodedImage the batcher carries."""
         self.check_image_count(len(images))
         cfg = model.config.input
-        self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
+        try:
+            self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
+        except QueueFull:
+            model.telemetry.rejected("decode_queue_full")
+            raise
         try:
             results = await asyncio.gather(
                 *(self._decode_one(model, cfg, data) for data in images),
@@ -99,6 +131,8 @@ class DataPlane:
             if isinstance(result, BaseException):
                 if len(images) > 1 and isinstance(result, (InvalidInput, PayloadTooLarge)):
                     raise about_image(result, i) from None
+                if isinstance(result, QueueFull):  # the costly images' line was full
+                    model.telemetry.rejected("costly_queue_full")
                 raise result
         # no exception is left in results (raised above); inspect gives EncodedImage, decode arrays
         if cfg.decode == "gpu":
@@ -145,7 +179,7 @@ class DataPlane:
             return result
         await self.decode_gate.costly_slot()
         try:
-            return await loop.run_in_executor(self.decode_pool, costly, data)
+            return await loop.run_in_executor(self.costly_pool, costly, data)
         finally:
             await self.decode_gate.costly_done()
 

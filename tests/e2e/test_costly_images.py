@@ -20,6 +20,7 @@ import pytest
 from tests import costly_images
 from tests.conftest import encode, synthetic_photo
 from tests.fakes import PLUGIN, write_fake_model
+from tests.scrape import scraped
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +48,9 @@ def cheap_p99(client: httpx.Client, jpeg: bytes, seconds: float, at_least: int) 
     return float(np.percentile(times, 99))
 
 
-def flood_and_measure(url: str, png: bytes) -> tuple[float, float, dict[int, int]]:
+def flood_and_measure(
+    url: str, png: bytes, content_type: str = "image/png"
+) -> tuple[float, float, dict[int, int]]:
     jpeg = encode(synthetic_photo(5, (500, 375)), quality=90)
     codes: dict[int, int] = {}
     stop = threading.Event()
@@ -57,7 +60,7 @@ def flood_and_measure(url: str, png: bytes) -> tuple[float, float, dict[int, int
         with httpx.Client(base_url=url, timeout=60) as c:
             while not stop.is_set():
                 r = c.post(
-                    "/v1/models/fake/classify", content=png, headers={"Content-Type": "image/png"}
+                    "/v1/models/fake/classify", content=png, headers={"Content-Type": content_type}
                 )
                 if r.status_code == 503:
                     assert r.headers["retry-after"]
@@ -106,5 +109,32 @@ def test_costly_pngs_are_refused_or_cannot_starve_cheap_jpegs(
     print(f"decoded: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}")
     assert codes.get(200, 0) >= 1 and codes.get(503, 0) >= 1, codes
     assert set(codes) <= {200, 503}, codes
+    # counted like a full inference queue's 503s, with their own reason
+    refused = scraped(server.url, "resnet_serve_rejected_total", reason="costly_queue_full")
+    assert refused == codes[503], (refused, codes)
+    assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded, codes)
+    assert "Traceback" not in server.log()
+
+
+def test_with_one_decode_thread_costly_images_cannot_starve_cheap_jpegs(
+    tmp_path: Path, start_server
+) -> None:
+    """One decode thread is the thread budget's default on 2 cores (max(1, cores // 4)), where
+    half the decode threads rounds to none: a flat 16 Mpx WebP (30 KB, accepted by the default
+    limits, costly) must then not take the only thread the cheap JPEGs have."""
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    env = {
+        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
+        "RESNET_SERVE_DECODE_THREADS": "1",
+        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+    }
+    server = start_server(repo, env=env)
+    webp = costly_images.flat_image("WEBP", 16 / 36)  # 16 Mpx, under the full-decode limit
+    unloaded, loaded, codes = flood_and_measure(server.url, webp, "image/webp")
+    print(
+        f"1 thread: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}"
+    )
+    assert codes.get(200, 0) >= 1 and set(codes) <= {200, 503}, codes
     assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded, codes)
     assert "Traceback" not in server.log()
