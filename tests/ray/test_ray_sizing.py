@@ -129,3 +129,17 @@ def test_instances_left_to_the_thread_budget_are_planned_for_the_replica_cpus():
     one_cpu, four_cpus = replica_limits([model], cores=1), replica_limits([model], cores=4)
     assert one_cpu.max_ongoing_requests == 2 * 8 * 1
     assert four_cpus.max_ongoing_requests == 2 * 8 * 2  # the budget: 2 instances on 4 cores
+
+
+def test_ray_serve_imports_beside_the_pinned_protobuf():
+    """grpcio-reflection 1.84+ is generated for protobuf 7 and ray.serve imports it: beside
+    protobuf 6 (pinned for tritonclient) `import ray.serve` failed with a VersionError, so
+    `resnet-serve ray` could not start. The ray extra pins grpcio-reflection 1.81.1."""
+    pytest.importorskip("ray", reason="pip install -e '.[ray]'")
+    r = subprocess.run(
+        [sys.executable, "-c", "from ray import serve; print(serve.deployment.__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "deployment" in r.stdout, r.stderr[-2000:]
