@@ -7,7 +7,7 @@
 #   benchmarks/gpu_wheels.sh            # then carry .whl/ to the GPU machine with the tree
 #
 # Pure-Python and manylinux x86_64 wheels for CPython 3.12, exact versions (the pins of
-# pyproject.toml where it has them, else those of the dev venv). About 18 MB.
+# pyproject.toml where it has them, else those of the dev venv). About 19 MB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${DEST:-$ROOT/.whl}"
