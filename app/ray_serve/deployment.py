@@ -61,15 +61,24 @@ class RayOptions:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def _explicit(options: RayOptions, name: str) -> bool:
+    """Whether the driver set this server setting (--setting or RESNET_SERVE_*)."""
+    return name in options.settings or f"RESNET_SERVE_{name.upper()}" in os.environ
+
+
 def replica_settings(options: RayOptions) -> dict[str, Any]:
     """The server settings every replica builds, as JSON-able values (they travel in the
-    Serve config). decode_threads defaults to the replica's CPU share, not the driver's."""
+    Serve config). decode_threads defaults to the replica's CPU share, not the driver's.
+    gRPC is off unless asked for: Serve's proxies carry HTTP only, and every replica on a node
+    binding the default port 8001 made all but the first fail to start."""
     settings = Settings(**{"models_dir": options.models_dir, **options.settings})
     exclude = {"host", "port", "workers"}
-    if "decode_threads" not in options.settings and "RESNET_SERVE_DECODE_THREADS" not in os.environ:
+    if not _explicit(options, "decode_threads"):
         exclude.add("decode_threads")
     dumped = settings.model_dump(mode="json", exclude=exclude)
     dumped.setdefault("decode_threads", max(1, math.ceil(options.num_cpus)))
+    if not _explicit(options, "grpc_port"):
+        dumped["grpc_port"] = 0
     return dumped
 
 

@@ -83,6 +83,17 @@ def test_replica_settings_travel_as_json_and_size_decode_threads_to_the_replica(
     assert "port" not in dumped and "workers" not in dumped
 
 
+def test_replicas_serve_no_grpc_unless_asked(tmp_path, monkeypatch):
+    """Every replica on a node bound gRPC's default 127.0.0.1:8001: the second one failed its
+    start-up ("cannot serve gRPC") and Serve retried it forever. Serve's proxy is HTTP only."""
+    monkeypatch.delenv("RESNET_SERVE_GRPC_PORT", raising=False)
+    assert replica_settings(RayOptions(models_dir=tmp_path))["grpc_port"] == 0
+    asked = RayOptions(models_dir=tmp_path, settings={"grpc_port": "9001"})
+    assert replica_settings(asked)["grpc_port"] == 9001
+    monkeypatch.setenv("RESNET_SERVE_GRPC_PORT", "9002")
+    assert replica_settings(RayOptions(models_dir=tmp_path))["grpc_port"] == 9002
+
+
 def test_cli_parses_without_importing_ray():
     code = (
         "import sys; from app.cli import build_parser; "
