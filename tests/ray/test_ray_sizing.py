@@ -154,3 +154,30 @@ def test_ray_serve_imports_beside_the_pinned_protobuf():
         timeout=120,
     )
     assert r.returncode == 0 and "deployment" in r.stdout, r.stderr[-2000:]
+
+
+async def test_a_replica_plans_its_threads_for_its_num_cpus(tmp_path):
+    """The replica's thread budget (instances, inference and decode threads) is its num_cpus,
+    as Serve's limits are sized, not every core of the node it shares with other replicas."""
+    import logging
+
+    from app import threads
+    from app.ray_serve.deployment import ResnetServeReplica
+    from tests.conftest import app_client
+    from tests.fakes import fake_config
+
+    (tmp_path / "fake").mkdir()
+    fake_config("fake").write(tmp_path / "fake")
+    options = RayOptions(models_dir=tmp_path, num_cpus=0.5)
+    app_log = logging.getLogger("app")
+    handlers = list(app_log.handlers)
+    try:
+        replica = ResnetServeReplica(replica_settings(options), cores=1)
+        async with app_client(replica.__serve_build_asgi_app__()) as client:
+            (model,) = (await client.get("/v1/models")).json()["models"]
+    finally:
+        app_log.handlers = handlers
+    assert model["threads"]["cores"] == 1, model["threads"]
+    assert model["batching"]["instances"] == threads.cpu_instances(1) == 1
+    limits = replica_limits([fake_config("fake")], 1)
+    assert limits.max_ongoing_requests == 2 * model["batching"]["max_batch_size"]
