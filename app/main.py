@@ -3,6 +3,7 @@ on shutdown, finish every accepted request, then release the models."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +27,18 @@ def create_app(
     settings: Settings,
     configs: list[ModelConfig] | None = None,
     metrics: Metrics | None = None,
+    max_cores: int | None = None,
 ) -> FastAPI:
     """Build the app. `configs` default to the models in settings.models_dir; `metrics` to a
-    fresh registry (tests pass their own to read them)."""
+    fresh registry (tests pass their own to read them); `max_cores` caps the cores the thread
+    budget plans for (a Ray Serve replica's num_cpus, on a node it shares)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         register_plugins(settings.backend_plugins)
         cores = threads.usable_cores()
+        if max_cores is not None:
+            cores = dataclasses.replace(cores, usable=max(1, min(cores.usable, max_cores)))
         if configs is not None:
             repository = ModelRepository(
                 configs,

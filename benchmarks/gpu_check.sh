@@ -21,7 +21,8 @@
 # installed with pip --no-deps --target into $SITE, put on PYTHONPATH.
 #
 # Environment: OUT (results; default /tmp/gpu-check), PYTHON (python3), GPU_CHECK_BUDGET_S,
-# PORT (8100), SITE (/tmp/site), CLIENTS (bench client processes per served step, 4).
+# PORT (8100; the server's gRPC listens on PORT+1), SITE (/tmp/site), CLIENTS (bench client
+# processes per served step, 4).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -194,6 +195,7 @@ PY
 start_server() {  # WORKERS: returns 0 once /health/ready answers 200
   local workers=$1
   RESNET_SERVE_MODELS_DIR="$MODELS" RESNET_SERVE_PORT="$PORT" RESNET_SERVE_HOST=127.0.0.1 \
+    RESNET_SERVE_GRPC_PORT=$((PORT + 1)) \
     RESNET_SERVE_LOG_LEVEL=warning RESNET_SERVE_SHUTDOWN_GRACE_S=0 \
     "$PYTHON" -m app.cli serve --workers "$workers" >"$LOGS/server-w$workers.log" 2>&1 &
   SERVER_PID=$!
@@ -221,22 +223,30 @@ bench() {  # MODE K CONCURRENCY DURATION LABEL: $CLIENTS bench processes at once
   done
   wait "${pids[@]}"
 }
-served() {
+served() {  # exit 1 when a server never became ready, so the table says so
   trap 'stop_server' EXIT TERM
   prepare_served || { echo "could not prepare the served model"; return 1; }
+  local failed=0
   if [[ "$1" == 1 ]]; then  # dry: one server, both kinds of load, briefly
-    start_server 1 && { bench raw 1 2 1 jpeg-w1; bench v2-pixels 4 2 1 pixels32-w1; }
+    if start_server 1; then
+      bench raw 1 2 1 jpeg-w1; bench v2-pixels 4 2 1 pixels32-w1
+    else
+      failed=1
+    fi
     stop_server
-    return 0
+    return "$failed"
   fi
   local w
   for w in 1 4 8; do
     if start_server "$w"; then
       bench raw 1 32 6 "jpeg-w$w"
       [[ $w == 8 ]] && bench v2-pixels 32 8 6 pixels32-w8
+    else
+      failed=1
     fi
     stop_server
   done
+  return "$failed"
 }
 export -f start_server stop_server bench prepare_served served
 export PYTHON ARCH MODELS IMAGES PORT CLIENTS OUT LOGS DRY START BUDGET SERVER_PID

@@ -7,7 +7,7 @@
 #   benchmarks/gpu_wheels.sh            # then carry .whl/ to the GPU machine with the tree
 #
 # Pure-Python and manylinux x86_64 wheels for CPython 3.12, exact versions (the pins of
-# pyproject.toml where it has them, else those of the dev venv). About 18 MB.
+# pyproject.toml where it has them, else those of the dev venv). About 19 MB.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${DEST:-$ROOT/.whl}"
@@ -21,7 +21,10 @@ SERVER=(
   typing-extensions==4.16.0 typing-inspection==0.4.5 python-dotenv==1.2.4
   uvicorn==0.54.0 h11==0.16.0 httptools==0.9.0 uvloop==0.23.0 click==8.5.1
   python-multipart==0.0.34 prometheus-client==0.26.0 anyio==4.16.0 idna==3.20
-  grpcio==1.85.3
+  grpcio==1.85.3 fastapi-offline==1.7.7
+  # the gRPC messages (app/api/grpc_gen) need protobuf >= 6.33.5; the machine's onnx may bring
+  # an older one, which this shadows on PYTHONPATH (onnx's own messages accept 6.33)
+  protobuf==6.33.6
 )
 # bench client and tests
 CLIENT=(

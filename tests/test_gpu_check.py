@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -81,11 +83,48 @@ def test_report_reads_what_the_steps_leave(
     assert summary["served"]["jpeg-w8"]["clients"] == 2
 
 
+def _wheel_pins() -> dict[str, str]:
+    """name -> version of the SERVER and CLIENT lists of benchmarks/gpu_wheels.sh."""
+    text = (ROOT / "benchmarks" / "gpu_wheels.sh").read_text()
+    pins: dict[str, str] = {}
+    for block in re.findall(r"^(?:SERVER|CLIENT)=\((.*?)^\)", text, re.S | re.M):
+        for line in block.splitlines():
+            for token in line.split("#")[0].split():
+                name, _, version = token.partition("==")
+                pins[name.lower()] = version
+    return pins
+
+
+def test_gpu_wheels_bring_every_runtime_dependency_the_machine_lacks() -> None:
+    """The GPU machine has torch, torchvision, Pillow, numpy, onnx and onnxruntime; every other
+    dependency of the server must travel as a wheel, at pyproject's pin. (fastapi-offline and
+    protobuf were missing: the server could not even import there.)"""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _wheel_pins()
+    assert "fastapi" in pins and "pytest" in pins, pins
+    on_the_machine = {"numpy", "pillow"}
+    for dep in project["dependencies"]:
+        name = re.split(r"[\[=<>!~; ]", dep, maxsplit=1)[0].lower()
+        if name in on_the_machine:
+            continue
+        assert name in pins, f"{name} is a server dependency but not in gpu_wheels.sh"
+        if "==" in dep:
+            assert pins[name] == dep.split("==")[1].split(";")[0].strip(), dep
+
+
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.timeout(400)
 def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
-    """About a minute on an idle CPU (several Python processes importing torch, a server)."""
+    """About a minute on an idle CPU (several Python processes importing torch, a server).
+    The default gRPC port (8001) is held busy meanwhile: the check's server must listen only
+    on its own ports (PORT and PORT+1), and a server that never starts must fail its step."""
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8001))
+        held.listen()
+    except OSError:
+        pass  # already busy: the condition under test holds anyway
     out = tmp_path / "out"
     env = {
         **os.environ,
@@ -117,3 +156,4 @@ def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
     assert set(summary["served"]) == {"jpeg-w1", "pixels32-w1"}
     assert all(s["images_per_s"] > 0 and s["errors"] == 0 for s in summary["served"].values())
     assert "tests collected" in summary["tests"]
+    held.close()

@@ -61,15 +61,30 @@ class RayOptions:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+def replica_cores(options: RayOptions) -> int:
+    """The cores a replica's thread budget plans for (instances, inference and decode
+    threads), and the sizing of Serve's limits with it: its num_cpus, not the whole node's."""
+    return max(1, math.ceil(options.num_cpus))
+
+
+def _explicit(options: RayOptions, name: str) -> bool:
+    """Whether the driver set this server setting (--setting or RESNET_SERVE_*)."""
+    return name in options.settings or f"RESNET_SERVE_{name.upper()}" in os.environ
+
+
 def replica_settings(options: RayOptions) -> dict[str, Any]:
     """The server settings every replica builds, as JSON-able values (they travel in the
-    Serve config). decode_threads defaults to the replica's CPU share, not the driver's."""
+    Serve config). decode_threads defaults to the replica's CPU share, not the driver's.
+    gRPC is off unless asked for: Serve's proxies carry HTTP only, and every replica on a node
+    binding the default port 8001 made all but the first fail to start."""
     settings = Settings(**{"models_dir": options.models_dir, **options.settings})
     exclude = {"host", "port", "workers"}
-    if "decode_threads" not in options.settings and "RESNET_SERVE_DECODE_THREADS" not in os.environ:
+    if not _explicit(options, "decode_threads"):
         exclude.add("decode_threads")
     dumped = settings.model_dump(mode="json", exclude=exclude)
-    dumped.setdefault("decode_threads", max(1, math.ceil(options.num_cpus)))
+    dumped.setdefault("decode_threads", replica_cores(options))
+    if not _explicit(options, "grpc_port"):
+        dumped["grpc_port"] = 0
     return dumped
 
 
@@ -98,6 +113,7 @@ class ResnetServeReplica:
         settings: dict[str, Any],
         metrics_port: int | None = None,
         metrics_port_span: int = 8,
+        cores: int | None = None,
     ) -> None:
         self._settings = Settings(**settings)
         app_log = logging.getLogger("app")
@@ -109,7 +125,7 @@ class ResnetServeReplica:
             )
             app_log.addHandler(handler)
         self._metrics = Metrics()
-        self._app: FastAPI = create_app(self._settings, metrics=self._metrics)
+        self._app: FastAPI = create_app(self._settings, metrics=self._metrics, max_cores=cores)
         self._metrics_server: Any = None
         self.metrics_port: int | None = None
         if metrics_port is not None:
@@ -139,7 +155,7 @@ def deployment_options(
     options: RayOptions, configs: list[ModelConfig], settings: dict[str, Any]
 ) -> tuple[dict[str, Any], ReplicaLimits]:
     """serve.deployment's options for these models (no Ray needed to compute them)."""
-    limits = replica_limits(configs, max(1, int(options.num_cpus)))
+    limits = replica_limits(configs, replica_cores(options))
     max_ongoing = options.max_ongoing_requests or limits.max_ongoing_requests
     max_queued = options.max_queued_requests
     if max_queued is None:
@@ -183,7 +199,9 @@ def build_deployment(options: RayOptions) -> tuple[Any, ReplicaLimits]:
     deploy_options, limits = deployment_options(options, configs, settings)
     ingress = serve.ingress()(ResnetServeReplica)
     deployment = serve.deployment(**deploy_options)(ingress)
-    bound = deployment.bind(settings, options.metrics_port, options.metrics_port_span)
+    bound = deployment.bind(
+        settings, options.metrics_port, options.metrics_port_span, replica_cores(options)
+    )
     return bound, limits
 
 

@@ -87,6 +87,9 @@ def ray_env() -> dict[str, str]:
         **os.environ,
         "PYTHONPATH": str(REPO),  # the replicas import this worktree's app
         "RAY_USAGE_STATS_ENABLED": "0",
+        # A local ray.init() writes ~/.ray/auth_token, after which a `ray start` head turns on
+        # token auth that its worker did not pass ("InvalidAuthToken"): loopback tests opt out.
+        "RAY_AUTH_MODE": "disabled",
         "OMP_NUM_THREADS": "1",
         # The GCS declares a node dead after 3 missed 1 s health checks (default 5 x 3 s).
         "RAY_health_check_period_ms": "1000",

@@ -245,3 +245,47 @@ def _reachable(port: int) -> bool:
     except httpx.HTTPError:
         return False
     return True
+
+
+ONE_NODE = """
+import json, sys, httpx, ray
+from pathlib import Path
+from ray import serve
+from app.ray_serve.deployment import RayOptions, build_deployment
+models, port, jpeg = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]).read_bytes()
+ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100_000_000,
+         logging_level="WARNING")
+serve.start(http_options={"host": "127.0.0.1", "port": port})
+bound, _ = build_deployment(RayOptions(models_dir=models, replicas=2, num_cpus=0.5))
+serve.run(bound, name="two-on-one")  # returns once every replica is RUNNING
+replicas = serve.status().applications["two-on-one"].deployments["resnet-serve"].replica_states
+url = f"http://127.0.0.1:{port}/v1/models/resnet18/classify"
+codes = [httpx.post(url, content=jpeg, headers={"Content-Type": "image/jpeg"}, timeout=30)
+         .status_code for _ in range(4)]
+print(json.dumps({"replicas": {str(k): v for k, v in replicas.items()}, "codes": codes}))
+serve.shutdown()
+ray.shutdown()
+"""
+
+
+def test_two_replicas_on_one_node_both_start(
+    models: Path, photo_jpeg: bytes, tmp_path: Path
+) -> None:
+    """Each replica once served gRPC on 127.0.0.1:8001: on one node the second replica failed
+    its start-up and Serve retried it forever. About 30 s here."""
+    pytest.importorskip("ray", reason="pip install -e '.[ray]'")
+    jpeg = tmp_path / "photo.jpg"
+    jpeg.write_bytes(photo_jpeg)
+    env = {k: v for k, v in ray_env().items() if k != "RESNET_SERVE_GRPC_PORT"}
+    r = subprocess.run(
+        [sys.executable, "-c", ONE_NODE, str(models), str(free_port()), str(jpeg)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
+    (line,) = [x for x in r.stdout.splitlines() if x.startswith('{"replicas"')]  # Ray logs too
+    report = json.loads(line)
+    assert report["replicas"] == {"RUNNING": 2} and report["codes"] == [200] * 4, report

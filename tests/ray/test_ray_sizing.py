@@ -83,6 +83,17 @@ def test_replica_settings_travel_as_json_and_size_decode_threads_to_the_replica(
     assert "port" not in dumped and "workers" not in dumped
 
 
+def test_replicas_serve_no_grpc_unless_asked(tmp_path, monkeypatch):
+    """Every replica on a node bound gRPC's default 127.0.0.1:8001: the second one failed its
+    start-up ("cannot serve gRPC") and Serve retried it forever. Serve's proxy is HTTP only."""
+    monkeypatch.delenv("RESNET_SERVE_GRPC_PORT", raising=False)
+    assert replica_settings(RayOptions(models_dir=tmp_path))["grpc_port"] == 0
+    asked = RayOptions(models_dir=tmp_path, settings={"grpc_port": "9001"})
+    assert replica_settings(asked)["grpc_port"] == 9001
+    monkeypatch.setenv("RESNET_SERVE_GRPC_PORT", "9002")
+    assert replica_settings(RayOptions(models_dir=tmp_path))["grpc_port"] == 9002
+
+
 def test_cli_parses_without_importing_ray():
     code = (
         "import sys; from app.cli import build_parser; "
@@ -129,3 +140,44 @@ def test_instances_left_to_the_thread_budget_are_planned_for_the_replica_cpus():
     one_cpu, four_cpus = replica_limits([model], cores=1), replica_limits([model], cores=4)
     assert one_cpu.max_ongoing_requests == 2 * 8 * 1
     assert four_cpus.max_ongoing_requests == 2 * 8 * 2  # the budget: 2 instances on 4 cores
+
+
+def test_ray_serve_imports_beside_the_pinned_protobuf():
+    """grpcio-reflection 1.84+ is generated for protobuf 7 and ray.serve imports it: beside
+    protobuf 6 (pinned for tritonclient) `import ray.serve` failed with a VersionError, so
+    `resnet-serve ray` could not start. The ray extra pins grpcio-reflection 1.81.1."""
+    pytest.importorskip("ray", reason="pip install -e '.[ray]'")
+    r = subprocess.run(
+        [sys.executable, "-c", "from ray import serve; print(serve.deployment.__name__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0 and "deployment" in r.stdout, r.stderr[-2000:]
+
+
+async def test_a_replica_plans_its_threads_for_its_num_cpus(tmp_path):
+    """The replica's thread budget (instances, inference and decode threads) is its num_cpus,
+    as Serve's limits are sized, not every core of the node it shares with other replicas."""
+    import logging
+
+    from app import threads
+    from app.ray_serve.deployment import ResnetServeReplica
+    from tests.conftest import app_client
+    from tests.fakes import fake_config
+
+    (tmp_path / "fake").mkdir()
+    fake_config("fake").write(tmp_path / "fake")
+    options = RayOptions(models_dir=tmp_path, num_cpus=0.5)
+    app_log = logging.getLogger("app")
+    handlers = list(app_log.handlers)
+    try:
+        replica = ResnetServeReplica(replica_settings(options), cores=1)
+        async with app_client(replica.__serve_build_asgi_app__()) as client:
+            (model,) = (await client.get("/v1/models")).json()["models"]
+    finally:
+        app_log.handlers = handlers
+    assert model["threads"]["cores"] == 1, model["threads"]
+    assert model["batching"]["instances"] == threads.cpu_instances(1) == 1
+    limits = replica_limits([fake_config("fake")], 1)
+    assert limits.max_ongoing_requests == 2 * model["batching"]["max_batch_size"]
