@@ -102,6 +102,8 @@ RUN if [ "$VARIANT" = "gpu" ]; then \
 # Defaults only; override with `-e`/compose `environment`.  No secrets here: the optional
 # RESNET_SERVE_AUTH_TOKEN is supplied at run time.  `video` exposes the GPU's hardware JPEG
 # decoders (nvJPEG's A100/H100/H200 engine) besides CUDA (compute) and nvidia-smi (utility).
+# TRITON_HOME: Triton's cache, dump and override folders default to ~/.triton, and the user's
+# home is /nonexistent on a read-only root: /tmp is the writable place (an emptyDir in k8s).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -113,7 +115,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     RESNET_SERVE_SHUTDOWN_GRACE_S=5 \
     RESNET_SERVE_WORKERS=1 \
     NVIDIA_VISIBLE_DEVICES=all \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility,video \
+    TRITON_HOME=/tmp
 WORKDIR /tmp
 USER 10001:10001
 # 8000 HTTP (REST, V2, /metrics), 8001 KServe V2 gRPC
