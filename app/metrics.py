@@ -155,8 +155,8 @@ class Metrics:
             return generate_latest(registry)
         return generate_latest(self.registry)
 
-    def for_model(self, model: str) -> ModelTelemetry:
-        return ModelTelemetry(self, model)
+    def for_model(self, model: str, *, reset_ready: bool = True) -> ModelTelemetry:
+        return ModelTelemetry(self, model, reset_ready=reset_ready)
 
 
 @dataclass
@@ -184,9 +184,12 @@ class ModelStats:
 
 
 class ModelTelemetry:
-    """One model's view: the Prometheus children and the V2 statistics, updated together."""
+    """One model version's view: the Prometheus children (labelled by model name, so every
+    version of a name adds to the same series) and that version's V2 statistics (Triton keeps
+    them per version), updated together. `reset_ready=False` for a further version of a name
+    whose ready gauge is already published."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
+    def __init__(self, metrics: Metrics, model: str, *, reset_ready: bool = True) -> None:
         self.model = model
         self.metrics = metrics
         self.stats = ModelStats()
@@ -200,7 +203,8 @@ class ModelTelemetry:
         self.queue_depth = metrics.queue_depth.labels(model)
         self.in_flight = metrics.in_flight.labels(model)
         self.ready = metrics.model_ready.labels(model)
-        self.ready.set(0)
+        if reset_ready:
+            self.ready.set(0)
 
     def set_info(self, backend: str, device: str, precision: str) -> None:
         self.metrics.model_info.labels(self.model, backend, device, precision).set(1)

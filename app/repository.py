@@ -265,7 +265,8 @@ class ModelRepository:
         self.cores = cores or usable_cores().usable
         self.decode_threads, self.decode_source = decode_threads, decode_source
         self.draining = False
-        self._telemetry: dict[str, ModelTelemetry] = {}
+        self._telemetry: dict[str, ModelTelemetry] = {}  # name -> its gauges
+        self._version_telemetry: dict[tuple[str, str], ModelTelemetry] = {}
         self.versions: dict[str, dict[str, ServedModel]] = {}  # name -> version -> model
         self.models: dict[str, ServedModel] = {}  # name -> its highest served version
         self.owner: dict[str, str] = dict(owners or {})  # served name -> folder
@@ -274,7 +275,9 @@ class ModelRepository:
         self._locks: dict[str, asyncio.Lock] = {}
         self._busy: dict[str, str] = {}  # folder -> LOADING / UNLOADING while it runs
         for c in configs:
-            model = ServedModel(c, self._telemetry_of(c.name), folder=self.owner.get(c.name))
+            model = ServedModel(
+                c, self._telemetry_of(c.name, c.version), folder=self.owner.get(c.name)
+            )
             self.versions.setdefault(c.name, {})[c.version] = model
         self._refresh_defaults(list(self.versions))
 
@@ -311,11 +314,16 @@ class ModelRepository:
         return repo
 
     # ------------------------------------------------------------------ lookups
-    def _telemetry_of(self, name: str) -> ModelTelemetry:
-        """One per name, kept across reloads: statistics survive a new version."""
+    def _telemetry_of(self, name: str, version: str) -> ModelTelemetry:
+        """One per (name, version), kept across reloads of that version: V2 statistics are
+        per version, as Triton's; the Prometheus series are the name's (the name's first
+        telemetry publishes its ready gauge as 0, later versions leave it alone)."""
         if name not in self._telemetry:
             self._telemetry[name] = self.metrics.for_model(name)
-        return self._telemetry[name]
+        key = (name, version)
+        if key not in self._version_telemetry:
+            self._version_telemetry[key] = self.metrics.for_model(name, reset_ready=False)
+        return self._version_telemetry[key]
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
         try:
@@ -407,7 +415,7 @@ class ModelRepository:
             cfg.name,
             backends,
             cfg.batching,
-            self._telemetry_of(cfg.name),
+            self._telemetry_of(cfg.name, cfg.version),
             pad_to_bucket=cfg.pads_to_bucket,
             retry_after_s=self.retry_after_s,
             executors=executors,
@@ -616,7 +624,7 @@ class ModelRepository:
             name, version = b.config.name, b.config.version
             model = self.versions.get(name, {}).get(version)
             if model is None:
-                model = ServedModel(b.config, self._telemetry_of(name), folder=folder)
+                model = ServedModel(b.config, self._telemetry_of(name, version), folder=folder)
                 model.draining = self.draining
                 self.versions.setdefault(name, {})[version] = model
             old = model.attach(b)

@@ -122,7 +122,7 @@ class InferenceService:
         if request.name:
             models = [resolve(repository, request.name, request.version or None)]
         else:
-            models = list(repository.models.values())
+            models = repository.all_served()
         return grpc_codec.model_statistics([schema.model_statistics(m) for m in models])
 
     # ------------------------------------------------------------------- inference

@@ -73,7 +73,7 @@ async def ready(repository: RepositoryDep) -> JSONResponse:
 # ------------------------------------------------------------------------------ statistics
 @router.get("/models/stats")
 async def all_statistics(repository: RepositoryDep) -> dict[str, Any]:
-    return {"model_stats": [schema.model_statistics(m) for m in repository.models.values()]}
+    return {"model_stats": [schema.model_statistics(m) for m in repository.all_served()]}
 
 
 @router.get("/models/{name}/stats", responses={404: {}})

@@ -154,6 +154,18 @@ def test_versions_over_grpc(tmp_path: Path, start_server) -> None:
         )
         assert res.as_numpy("probabilities")[0][0].decode().split(":")[2] == label
         assert res.get_response().model_version == (version or "2")
+    # statistics per version, as Triton's: version 1 ran once, version 2 twice (as "2" and "")
+    for version, count in (("1", 1), ("2", 2)):
+        stats = client.get_inference_statistics("fake", version, as_json=True)["model_stats"]
+        assert [(s["version"], int(s.get("inference_count", 0))) for s in stats] == [
+            (version, count)
+        ]
+        http_stats = httpx.get(f"{server.url}/v2/models/fake/versions/{version}/stats").json()
+        assert http_stats["model_stats"][0]["inference_count"] == count
+    every = client.get_inference_statistics(as_json=True)["model_stats"]
+    assert sorted((s["name"], s["version"]) for s in every) == [("fake", "1"), ("fake", "2")]
+    http_every = httpx.get(f"{server.url}/v2/models/stats").json()["model_stats"]
+    assert sorted((s["name"], s["version"]) for s in http_every) == [("fake", "1"), ("fake", "2")]
     assert not client.is_model_ready("fake", "3")
     with pytest.raises(InferenceServerException, match="no version") as info:
         client.get_model_metadata("fake", "3")
