@@ -121,7 +121,15 @@ def test_with_one_decode_thread_costly_images_cannot_starve_cheap_jpegs(
 ) -> None:
     """One decode thread is the thread budget's default on 2 cores (max(1, cores // 4)), where
     half the decode threads rounds to none: a flat 16 Mpx WebP (30 KB, accepted by the default
-    limits, costly) must then not take the only thread the cheap JPEGs have."""
+    limits, costly) must then not take the only thread the cheap JPEGs have.
+
+    The bound is 3x + 100 ms rather than the issue's 3x + 50 ms: here the costly decodes keep
+    one of the 2 cores busy for the whole step (at nice +10), so everything else (the server's
+    loop, the cheap decodes, this client and its 4 flooders) shares the other, and a clean CI
+    run measured 77 ms against a 5 ms unloaded p99. The old sharing, where the costly images
+    took the only decode thread, measured 84-94 ms on a quiet machine (287 ms under load):
+    this bound guards against worse starvation; the ordering test below is the one that fails
+    on the old sharing every time."""
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
     env = {
@@ -136,5 +144,52 @@ def test_with_one_decode_thread_costly_images_cannot_starve_cheap_jpegs(
         f"1 thread: unloaded p99 {unloaded * 1000:.1f} ms, loaded {loaded * 1000:.1f} ms, {codes}"
     )
     assert codes.get(200, 0) >= 1 and set(codes) <= {200, 503}, codes
-    assert loaded <= 3 * unloaded + 0.05, (unloaded, loaded, codes)
+    assert loaded <= 3 * unloaded + 0.1, (unloaded, loaded, codes)
+    assert "Traceback" not in server.log()
+
+
+def test_with_one_decode_thread_a_cheap_jpeg_does_not_wait_for_a_costly_decode(
+    tmp_path: Path, start_server
+) -> None:
+    """The ordering behind the test above, free of timing bounds: with one decode thread, a
+    cheap JPEG sent while a costly WebP is being decoded is answered before the WebP. When the
+    costly image held the only decode thread, the JPEG waited for it and came second."""
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    env = {
+        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
+        "RESNET_SERVE_DECODE_THREADS": "1",
+        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+    }
+    server = start_server(repo, env=env)
+    webp = costly_images.flat_image("WEBP", 16 / 36)
+    jpeg = encode(synthetic_photo(5, (500, 375)), quality=90)
+    path = "/v1/models/fake/classify"
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for body, kind in ((webp, "image/webp"), (jpeg, "image/jpeg")):  # warm up both
+            assert client.post(path, content=body, headers={"Content-Type": kind}).is_success
+        started = time.perf_counter()
+        client.post(path, content=webp, headers={"Content-Type": "image/webp"})
+        costly_s = time.perf_counter() - started
+    print(f"costly WebP alone: {costly_s * 1000:.0f} ms")
+    assert costly_s > 0.03, "the WebP must decode for long enough to overlap a cheap request"
+
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def post(body: bytes, kind: str, name: str) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            r = c.post(path, content=body, headers={"Content-Type": kind})
+        assert r.status_code == 200, r.text
+        with lock:
+            order.append(name)
+
+    for _ in range(3):
+        order.clear()
+        costly = threading.Thread(target=post, args=(webp, "image/webp", "costly"))
+        costly.start()
+        time.sleep(costly_s / 4)  # the WebP is in its decode now
+        post(jpeg, "image/jpeg", "cheap")
+        costly.join(30)
+        assert order == ["cheap", "costly"], order
     assert "Traceback" not in server.log()
