@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from app.backends.base import Backend, BackendInfo
+from app.batching import bucket_sizes
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,6 @@ TYPE_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": 
 
 def cpu_capabilities(core: Any) -> list[str]:
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-
-
-def bucket_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to max_batch_size, and max_batch_size (the batcher's warm-up sizes)."""
-    sizes, n = [], 1
-    while n < max_batch_size:
-        sizes.append(n)
-        n *= 2
-    return sizes + [max_batch_size]
 
 
 def element_type_name(value: Any) -> str:
