@@ -635,11 +635,7 @@ class ModelRepository:
             touched.add(name)
         gone = [m for m in self._models_of(folder) if (m.name, m.config.version) not in keep]
         for m in gone:
-            del self.versions[m.name][m.config.version]
-            m.state, m.reason = STOPPED, "no longer served after a load of its folder"
-            old = m.detach()
-            if old is not None:
-                retired.append(old)
+            self._stop_serving(m, "no longer served after a load of its folder", retired)
         self._refresh_defaults(sorted(touched))
         for m in gone:  # a request holding a version no longer served goes to its successor
             m.replaced_by = self.models.get(m.name)
@@ -648,6 +644,15 @@ class ModelRepository:
         for name in touched:
             self.publish_ready(name)
         return retired
+
+    def _stop_serving(self, m: ServedModel, reason: str, retired: list[Instances]) -> None:
+        """Take one version out of the served set; its instances join `retired` (to drain
+        and close)."""
+        del self.versions[m.name][m.config.version]
+        m.state, m.reason = STOPPED, reason
+        old = m.detach()
+        if old is not None:
+            retired.append(old)
 
     async def unload(self, name: str) -> list[dict[str, str]]:
         """Stop accepting (503 meanwhile), finish every request accepted, release the
@@ -666,13 +671,9 @@ class ModelRepository:
                         m.batcher.stop_accepting()
                     self.publish_ready(m.name)
                 await asyncio.gather(*(m.batcher.drain() for m in models if m.batcher))
-                retired = []
+                retired: list[Instances] = []
                 for m in models:
-                    del self.versions[m.name][m.config.version]
-                    m.state, m.reason = STOPPED, "unloaded"
-                    old = m.detach()
-                    if old is not None:
-                        retired.append(old)
+                    self._stop_serving(m, "unloaded", retired)
                 names = sorted({m.name for m in models})
                 self._refresh_defaults(names)
                 for n in names:
