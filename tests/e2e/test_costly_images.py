@@ -116,6 +116,18 @@ def test_costly_pngs_are_refused_or_cannot_starve_cheap_jpegs(
     assert "Traceback" not in server.log()
 
 
+def one_decode_thread_server(tmp_path: Path, start_server):
+    """The fake model served with the one decode thread the budget gives 2 cores."""
+    repo = tmp_path / "models"
+    write_fake_model(repo, "fake")
+    env = {
+        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
+        "RESNET_SERVE_DECODE_THREADS": "1",
+        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+    }
+    return start_server(repo, env=env)
+
+
 def test_with_one_decode_thread_costly_images_cannot_starve_cheap_jpegs(
     tmp_path: Path, start_server
 ) -> None:
@@ -130,14 +142,7 @@ def test_with_one_decode_thread_costly_images_cannot_starve_cheap_jpegs(
     took the only decode thread, measured 84-94 ms on a quiet machine (287 ms under load):
     this bound guards against worse starvation; the ordering test below is the one that fails
     on the old sharing every time."""
-    repo = tmp_path / "models"
-    write_fake_model(repo, "fake")
-    env = {
-        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
-        "RESNET_SERVE_DECODE_THREADS": "1",
-        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
-    }
-    server = start_server(repo, env=env)
+    server = one_decode_thread_server(tmp_path, start_server)
     webp = costly_images.flat_image("WEBP", 16 / 36)  # 16 Mpx, under the full-decode limit
     unloaded, loaded, codes = flood_and_measure(server.url, webp, "image/webp")
     print(
@@ -154,14 +159,7 @@ def test_with_one_decode_thread_a_cheap_jpeg_does_not_wait_for_a_costly_decode(
     """The ordering behind the test above, free of timing bounds: with one decode thread, a
     cheap JPEG sent while a costly WebP is being decoded is answered before the WebP. When the
     costly image held the only decode thread, the JPEG waited for it and came second."""
-    repo = tmp_path / "models"
-    write_fake_model(repo, "fake")
-    env = {
-        "RESNET_SERVE_BACKEND_PLUGINS": PLUGIN,
-        "RESNET_SERVE_DECODE_THREADS": "1",
-        "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
-    }
-    server = start_server(repo, env=env)
+    server = one_decode_thread_server(tmp_path, start_server)
     webp = costly_images.flat_image("WEBP", 16 / 36)
     jpeg = encode(synthetic_photo(5, (500, 375)), quality=90)
     path = "/v1/models/fake/classify"
