@@ -154,8 +154,11 @@ class TorchRunner:
         image_shape: tuple[int, ...],
         preprocess: PreprocessConfig | None = None,
     ):
+        from app.backends.torch.gpu_decode import DecodeFallbacks
+
         self.module = module
         self.device = torch.device(device)
+        self.fallbacks = DecodeFallbacks(str(device))
         self.cuda = self.device.type == "cuda"
         self.preprocess = preprocess
         self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
@@ -204,7 +207,9 @@ class TorchRunner:
 
         assert self.preprocess is not None, "run_encoded needs the model's input config"
         with torch.inference_mode(), self._on_device():
-            x, errors = decode_batch(images, self.preprocess, self.device, pad_to)
+            x, errors = decode_batch(
+                images, self.preprocess, self.device, pad_to, fallbacks=self.fallbacks
+            )
             out = self.module(x).to("cpu", non_blocking=self.cuda)
         if self.stream is not None:
             self.stream.synchronize()
