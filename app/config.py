@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     )
     protect_metrics: bool = Field(False, description="Also require the token for /metrics.")
     workers: int = Field(1, ge=1, description="Server processes sharing the port.")
-    # KServe V2 over gRPC (app/api/grpc_service.py), on the same host, in every worker.
+    # KServe V2 over gRPC (app/api/grpc/service.py), on the same host, in every worker.
     grpc_port: int = Field(8001, ge=0, le=65535, description="V2 gRPC port; 0 turns gRPC off.")
     grpc_max_message_bytes: int | None = Field(
         None, ge=1, description="Largest gRPC message (RESOURCE_EXHAUSTED); default max_body_bytes."

@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, api, threads
-from app.api import grpc_service
-from app.api.security import BearerAuth, BodyLimit
+from app import __version__, threads
+from app.api import http as http_api
+from app.api.grpc import service as grpc_service
+from app.api.http.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
@@ -98,12 +99,12 @@ def create_app(
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
         lifespan=lifespan,
-        docs_url=None,  # app/api/docs.py serves /docs and /redoc with their assets, offline
+        docs_url=None,  # app/api/http/docs.py serves /docs and /redoc with their assets, offline
         redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
-    api.install(app)
+    http_api.install(app)
     # outermost last: auth answers before a byte of an unauthorised body is read
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.auth_token:

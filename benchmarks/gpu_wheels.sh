@@ -22,7 +22,7 @@ SERVER=(
   uvicorn==0.54.0 h11==0.16.0 httptools==0.9.0 uvloop==0.23.0 click==8.5.1
   python-multipart==0.0.34 prometheus-client==0.26.0 anyio==4.16.0 idna==3.20
   grpcio==1.85.3 fastapi-offline==1.7.7
-  # the gRPC messages (app/api/grpc_gen) need protobuf >= 6.33.5; the machine's onnx may bring
+  # the gRPC messages (app/api/grpc/gen) need protobuf >= 6.33.5; the machine's onnx may bring
   # an older one, which this shadows on PYTHONPATH (onnx's own messages accept 6.33)
   protobuf==6.33.6
 )

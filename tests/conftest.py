@@ -127,7 +127,7 @@ class ServerProcess:
     ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_port = free_port()  # KServe V2 over gRPC (app/api/grpc_service.py)
+        self.grpc_port = free_port()  # KServe V2 over gRPC (app/api/grpc/service.py)
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
         self.log_path = models.parent / f"server-{self.port}.log"
         cmd = [

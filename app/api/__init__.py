@@ -1,14 +1,12 @@
-"""HTTP adapters over the data plane. Nothing outside app/api imports from here but main.py."""
+"""The protocol adapters over the data plane, and what they share.
 
-from __future__ import annotations
+- app.api.http: the FastAPI routers and middleware (/v1, health, metrics, docs, V2 over HTTP,
+  the repository extension);
+- app.api.grpc: KServe V2 over gRPC (Triton's GRPCInferenceService) and its generated messages;
+- app.api.v2: the KServe V2 protocol itself, transport-free (tensor codec, metadata schema);
+- here: what both adapters share: the error-to-status table (errors), per-request telemetry
+  (recording) and the input parsers (inputs).
 
-from fastapi import FastAPI
-
-from app.api import classify, docs, errors, health, metrics, models, repository, v2
-
-
-def install(app: FastAPI) -> None:
-    errors.install(app)
-    docs.install(app)
-    for module in (health, models, classify, metrics, v2, repository):
-        app.include_router(module.router)
+Nothing outside app/api imports from here but main.py; no adapter imports another
+(tests/test_layout.py).
+"""

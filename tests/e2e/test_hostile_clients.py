@@ -30,7 +30,7 @@ BIG = 1_800_000
 
 
 def png_bytes() -> bytes:
-    from tests.api.test_classify import grey_png
+    from tests.api.http.test_classify import grey_png
 
     return grey_png(90)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.test_classify import grey_png
+from tests.api.http.test_classify import grey_png
 from tests.fakes import PLUGIN, write_fake_model
 from tests.scrape import scraped
 

@@ -72,7 +72,7 @@ def test_several_worker_processes_share_the_port_and_the_metrics(
 ) -> None:
     import os
 
-    from tests.api.test_classify import grey_png
+    from tests.api.http.test_classify import grey_png
     from tests.fakes import PLUGIN, write_fake_model
 
     repo = tmp_path / "models"

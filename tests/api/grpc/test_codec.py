@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.api import grpc_codec
-from app.api import v2_codec as codec
-from app.api.grpc_gen import grpc_service_pb2 as pb
+from app.api.grpc import codec as grpc_codec
+from app.api.grpc.gen import grpc_service_pb2 as pb
+from app.api.v2 import codec
 from app.errors import InvalidInput
 
 

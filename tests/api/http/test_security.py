@@ -8,7 +8,7 @@ import pytest
 
 from app.config import Settings
 from app.main import create_app
-from tests.api.test_classify import grey_png
+from tests.api.http.test_classify import grey_png
 from tests.conftest import app_client
 from tests.fakes import fake_config
 

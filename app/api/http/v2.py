@@ -14,13 +14,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app import __version__
-from app.api import v2_codec as codec
-from app.api import v2_schema as schema
-from app.api.body import read_body
-from app.api.classify import wait_for_disconnect
-from app.api.deps import DataPlaneDep, RepositoryDep, SettingsDep
+from app.api.http.body import read_body
+from app.api.http.classify import wait_for_disconnect
+from app.api.http.deps import DataPlaneDep, RepositoryDep, SettingsDep
 from app.api.inputs import b64decode, parse_json
 from app.api.recording import recorded
+from app.api.v2 import codec, schema
 from app.errors import InvalidInput
 from app.postprocess import softmax
 from app.preprocess import Batch

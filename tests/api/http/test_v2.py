@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.api.v2_codec import HEADER_LENGTH, encode_bytes
+from app.api.v2.codec import HEADER_LENGTH, encode_bytes
 from app.config import Settings
 from app.main import create_app
 from app.metrics import Metrics

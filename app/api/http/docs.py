@@ -4,7 +4,7 @@ FastAPI's default pages load their script and CSS from a CDN, so they are blank 
 browser cannot reach it, which is where inference servers often run. The assets here are the
 files the fastapi-offline package ships (Swagger UI's bundle and CSS, ReDoc's standalone bundle,
 a favicon); only its files are used, the pages are FastAPI's own. Auth is unchanged: with a token
-set, these routes need it like every route but health (app/api/security.py).
+set, these routes need it like every route but health (app/api/http/security.py).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from app.api import v2_codec as codec
 from app.api.inputs import parse_json
+from app.api.v2 import codec
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 
@@ -299,7 +299,7 @@ def test_review_regressions_are_400s_not_500s() -> None:
     beside a zero one, once escaped as OverflowError / ValueError (500)."""
     import pytest as _pytest
 
-    from app.api import v2_codec
+    from app.api.v2 import codec as v2_codec
     from app.errors import InvalidInput
 
     with _pytest.raises(InvalidInput, match="timeout"):

@@ -4,7 +4,7 @@
   protect_metrics) needs `Authorization: Bearer <token>`; compared in constant time.
 - BodyLimit: stops any body (chunked ones too) at the limit, whatever route reads it; the
   error reaches the route, so its metrics count the 413. Routes also refuse a declared
-  Content-Length above the limit before reading (app/api/body.py).
+  Content-Length above the limit before reading (app/api/http/body.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.deps import RepositoryDep
+from app.api.http.deps import RepositoryDep
 
 router = APIRouter(tags=["health"])
 

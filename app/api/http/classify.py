@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.body import read_images
-from app.api.deps import DataPlaneDep, SettingsDep
+from app.api.http.body import read_images
+from app.api.http.deps import DataPlaneDep, SettingsDep
 from app.api.recording import recorded
 
 router = APIRouter(tags=["classify"])

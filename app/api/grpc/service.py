@@ -6,7 +6,7 @@ messages into v2_codec's structures, then v2.py's own functions resolve the mode
 input, run it through the same DataPlane (decode pool, batcher, deadline, cancellation) and
 shape the outputs; v2_schema answers metadata, config and statistics. No second inference path.
 
-- Messages: generated from the vendored .proto files (app/api/grpc_gen, see generate.sh), so
+- Messages: generated from the vendored .proto files (app/api/grpc/gen, see generate.sh), so
   the server needs only the grpcio and protobuf runtimes, not a client package.
 - Errors: the HTTP status table of app/api/errors.py, mapped to gRPC codes (CODES below); the
   message is the same text the HTTP JSON error carries.
@@ -20,7 +20,8 @@ shape the outputs; v2_schema answers metadata, config and statistics. No second 
 
 The repository extension's calls (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload)
 call the same ModelRepository.index() / load() / unload() as the HTTP routes
-(app/api/repository.py): the same model control mode, names and errors (403 -> PERMISSION_DENIED).
+(app/api/http/repository.py): the same model control mode, names and errors
+(403 -> PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ import grpc
 from google.protobuf.message import Message
 
 from app import __version__
-from app.api import grpc_codec
-from app.api import v2_schema as schema
 from app.api.errors import CLIENT_CLOSED, status_of
-from app.api.grpc_gen import grpc_service_pb2 as pb
+from app.api.grpc import codec as grpc_codec
+from app.api.grpc.gen import grpc_service_pb2 as pb
+from app.api.http.repository import refuse_load_parameters
+from app.api.http.v2 import input_batch, output_tensors, requested_outputs, resolve
 from app.api.recording import recorded
-from app.api.repository import refuse_load_parameters
-from app.api.v2 import input_batch, output_tensors, requested_outputs, resolve
+from app.api.v2 import schema
 from app.config import Settings
 from app.errors import DeadlineExceeded, InvalidInput, QueueFull, ServeError
 from app.service import ClientGone, DataPlane

@@ -17,218 +17,43 @@ one step of the event loop (no await between): a request is bound to a batcher w
 queued, so requests already queued finish on the old instances and every later one goes to the
 new; the old batcher is then drained and its instances closed. A failed load changes nothing
 and says why. `unload(name)` stops accepting (503), drains, closes, and the name answers 404.
-The API adapters (HTTP here, gRPC) only call `index()`, `load()` and `unload()`.
+The API adapters (HTTP and gRPC) only call `index()`, `load()` and `unload()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
-import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from app.backends import Backend, BackendInfo, create_backend
-from app.batching import DynamicBatcher, bucket_sizes, instance_executor
+from app.batching import DynamicBatcher
 from app.config import ModelConfig
 from app.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
 from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
-from app.placement import instance_configs
-from app.threads import ThreadBudget, apply, plan, usable_cores
+from app.repository.instances import (
+    Instances,
+    close_all,
+    close_quietly,
+    load_instances,
+    return_freed_memory,
+)
+from app.repository.state import (
+    FAILED,
+    LOADING,
+    READY,
+    STOPPED,
+    STOPPING,
+    UNLOADING,
+    ServedModel,
+)
+from app.threads import apply, plan, usable_cores
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED, STOPPING, STOPPED = "loading", "ready", "failed", "stopping", "stopped"
-UNLOADING = "unloading"
 ModelControl = Literal["none", "explicit"]
-
-
-@dataclass
-class Instances:
-    """One built model: its loaded, warmed instances and the started batcher over them."""
-
-    config: ModelConfig
-    backends: list[Backend]
-    batcher: DynamicBatcher
-    info: BackendInfo
-    load_seconds: float
-    budget: ThreadBudget | None = None  # the thread budget it was built with
-
-
-@dataclass
-class ServedModel:
-    """One served (name, version). The object a request holds stays the same across a reload:
-    only its instances change (see the module's docstring)."""
-
-    config: ModelConfig
-    telemetry: ModelTelemetry
-    state: str = LOADING
-    reason: str | None = None
-    backends: list[Backend] = field(default_factory=list)
-    batcher: DynamicBatcher | None = None
-    info: BackendInfo | None = None
-    load_seconds: float | None = None
-    draining: bool = False  # set by ModelRepository.begin_drain(), never cleared
-    folder: str | None = None  # the repository folder it came from (None: configs given)
-    replaced_by: ServedModel | None = None  # a version no longer served: its successor
-    budget: ThreadBudget | None = None  # the thread budget in force (app/threads.py)
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def serving(self) -> bool:
-        """Takes requests now (also in the grace period of a drain, when it is not ready)."""
-        return (
-            self.state == READY
-            and self.batcher is not None
-            and self.batcher.accepting
-            and self.batcher.healthy
-        )
-
-    @property
-    def ready(self) -> bool:
-        """What health checks, /v1/models, V2 and the model_ready gauge report."""
-        return self.serving and not self.draining
-
-    def successor(self) -> ServedModel:
-        """The model that runs this one's requests now: itself, or the version that replaced it."""
-        return self.replaced_by.successor() if self.replaced_by is not None else self
-
-    def require_ready(self) -> DynamicBatcher:
-        """The batcher to queue a request on now (call submit() before any await)."""
-        if self.replaced_by is not None:
-            return self.replaced_by.require_ready()
-        if not self.serving or self.batcher is None:
-            why = f": {self.reason}" if self.reason else ""
-            if self.state == READY and self.batcher is not None and not self.batcher.healthy:
-                why = ": every instance is busy with a batch that outlived infer_timeout_s"
-            raise ModelNotReady(f"model {self.name!r} is {self.state}{why}")
-        return self.batcher
-
-    def attach(self, built: Instances) -> Instances | None:
-        """Serve `built` from now on; returns the instances it served until now."""
-        old = self.detach()
-        self.config, self.backends, self.batcher = built.config, built.backends, built.batcher
-        self.info, self.load_seconds = built.info, built.load_seconds
-        self.budget = built.budget
-        self.state, self.reason = READY, None
-        return old
-
-    def detach(self) -> Instances | None:
-        old = None
-        if self.batcher is not None and self.info is not None:
-            old = Instances(
-                self.config,
-                self.backends,
-                self.batcher,
-                self.info,
-                self.load_seconds or 0.0,
-                self.budget,
-            )
-        self.backends, self.batcher = [], None
-        return old
-
-    def describe(self) -> dict[str, Any]:
-        cfg = self.config
-        info = self.info
-        return {
-            "name": cfg.name,
-            "version": cfg.version,
-            "state": self.state if self.ready or self.state != READY else "unhealthy",
-            "ready": self.ready,
-            "reason": self.reason,
-            "arch": cfg.arch,
-            "backend": cfg.backend,
-            "device": info.device if info else cfg.device,
-            "instance_devices": [b.active_device() for b in self.backends],
-            "precision": cfg.precision,
-            "providers": info.providers if info else [],
-            "weights": cfg.weights,
-            "weights_fallback": cfg.weights_fallback,
-            "num_classes": cfg.num_classes,
-            "input": {
-                "shape": list(info.input_shape) if info else [cfg.input.crop, cfg.input.crop, 3],
-                "dtype": "uint8",
-                "layout": "NHWC",
-                "resize": cfg.input.resize,
-                "crop": cfg.input.crop,
-                "mean": list(cfg.input.mean),
-                "std": list(cfg.input.std),
-                "decode": cfg.input.decode,
-            },
-            "batching": {
-                **cfg.batching.model_dump(),
-                "pad_to_bucket": cfg.pads_to_bucket,
-                "warmed_batch_sizes": bucket_sizes(cfg.batching.max_batch_size),
-                "queue_depth": self.batcher.queue_depth if self.batcher else 0,
-            },
-            "details": info.details if info else {},
-            "threads": self.budget.as_dict() if self.budget else None,
-            "export_check": cfg.export_check,
-            "load_seconds": self.load_seconds,
-            "folder": self.folder,
-            "worker_pid": os.getpid(),  # which server process answered (several with workers > 1)
-        }
-
-
-def _load_instances(
-    config: ModelConfig,
-) -> tuple[list[Backend], BackendInfo, list[ThreadPoolExecutor]]:
-    """Blocking: create, load and warm up every instance of one model, each on the thread that
-    will run its batches (CUDA graphs recorded by torch.compile's reduce-overhead mode, and
-    other per-thread state, then serve the batches instead of being recorded again)."""
-    backends: list[Backend] = []
-    executors: list[ThreadPoolExecutor] = []
-    sizes = bucket_sizes(config.batching.max_batch_size)
-    try:
-        for i, instance in enumerate(instance_configs(config)):
-            executor = instance_executor(config.name, i)
-            executors.append(executor)
-            backend = create_backend(instance)
-            backends.append(backend)
-            executor.submit(_load_and_warm_up, backend, sizes).result()
-    except BaseException:
-        for b in backends:
-            _close_quietly(b)
-        for e in executors:
-            e.shutdown(wait=False)
-        raise
-    return backends, backends[0].info(), executors
-
-
-def _load_and_warm_up(backend: Backend, sizes: list[int]) -> None:
-    backend.load()
-    backend.warmup(sizes)
-
-
-def _close_quietly(backend: Backend) -> None:
-    try:
-        backend.close()
-    except Exception as exc:
-        log.warning("closing %s failed: %s", backend.name, exc)
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap a released model leaves behind back to the OS (glibc keeps it otherwise,
-    so repeated reloads look like a leak in RSS)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
-def _close_all(backends: list[Backend]) -> None:
-    for b in backends:
-        _close_quietly(b)
 
 
 def _version_key(version: str) -> tuple[int, str]:
@@ -410,7 +235,7 @@ class ModelRepository:
             budget.source["inference_threads"],
         )
         started = time.perf_counter()
-        backends, info, executors = await asyncio.to_thread(_load_instances, cfg)
+        backends, info, executors = await asyncio.to_thread(load_instances, cfg)
         batcher = DynamicBatcher(
             cfg.name,
             backends,
@@ -453,12 +278,12 @@ class ModelRepository:
 
         async def one(instances: Instances) -> None:
             await instances.batcher.close()
-            await asyncio.to_thread(_close_all, instances.backends)
+            await asyncio.to_thread(close_all, instances.backends)
             instances.backends.clear()
 
         await asyncio.gather(*(one(o) for o in old))
         if old:
-            await asyncio.to_thread(_return_freed_memory)
+            await asyncio.to_thread(return_freed_memory)
 
     def stop_accepting(self) -> None:
         self.begin_drain()
@@ -477,7 +302,7 @@ class ModelRepository:
             if model.batcher is not None:
                 await model.batcher.close()
             for backend in model.backends:
-                _close_quietly(backend)
+                close_quietly(backend)
             model.backends.clear()
             if model.state != FAILED:
                 model.state = STOPPED

@@ -1,4 +1,4 @@
-"""The committed gRPC messages (app/api/grpc_gen) are what generate.sh makes from the vendored
+"""The committed gRPC messages (app/api/grpc/gen) are what generate.sh makes from the vendored
 .proto files today, and they describe Triton's service as tritonclient.grpc calls it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-GEN = Path(__file__).resolve().parents[2] / "app" / "api" / "grpc_gen"
+GEN = Path(__file__).resolve().parents[3] / "app" / "api" / "grpc" / "gen"
 GENERATED = [
     "grpc_service_pb2.py",
     "grpc_service_pb2.pyi",
@@ -23,13 +23,13 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
     subprocess.run(["sh", str(GEN / "generate.sh"), sys.executable, str(tmp_path)], check=True)
     for name in GENERATED:
         assert (tmp_path / name).read_text() == (GEN / name).read_text(), (
-            f"{name} is stale: run app/api/grpc_gen/generate.sh"
+            f"{name} is stale: run app/api/grpc/gen/generate.sh"
         )
 
 
 def test_every_served_method_is_in_the_service() -> None:
-    from app.api.grpc_gen import grpc_service_pb2 as pb
-    from app.api.grpc_service import METHODS, SERVICE
+    from app.api.grpc.gen import grpc_service_pb2 as pb
+    from app.api.grpc.service import METHODS, SERVICE
 
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == SERVICE

@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.body import read_body
-from app.api.deps import RepositoryDep, SettingsDep
+from app.api.http.body import read_body
+from app.api.http.deps import RepositoryDep, SettingsDep
 from app.api.inputs import parse_json
 from app.config import Settings
 from app.errors import InvalidInput

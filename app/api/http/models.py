@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.api.deps import RepositoryDep
+from app.api.http.deps import RepositoryDep
 
 router = APIRouter(tags=["models"])
 

@@ -17,9 +17,9 @@ import numpy as np
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from app.api import v2_codec as codec
-from app.api.grpc_gen import grpc_service_pb2 as pb
-from app.api.grpc_gen import model_config_pb2 as config_pb
+from app.api.grpc.gen import grpc_service_pb2 as pb
+from app.api.grpc.gen import model_config_pb2 as config_pb
+from app.api.v2 import codec
 from app.errors import InvalidInput
 
 # datatype -> the InferTensorContents field that carries it (FP16 has none: raw only)

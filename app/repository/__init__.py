@@ -1,0 +1,9 @@
+"""The served models: the repository (load, reload, unload, readiness), each served model's
+state, and the building of its instances."""
+
+from __future__ import annotations
+
+from app.repository.repository import ModelControl, ModelRepository
+from app.repository.state import ServedModel
+
+__all__ = ["ModelControl", "ModelRepository", "ServedModel"]
