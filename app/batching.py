@@ -38,6 +38,14 @@ from app.errors import (
 )
 from app.metrics import ModelTelemetry
 from app.preprocess import Batch, EncodedImage
+from app.scheduling import (
+    BucketTimes,
+    CoreBudget,
+    Mode,
+    Schedule,
+    narrow_batch,
+    prefers_wide,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +133,32 @@ def _run_batch(
     return BatchResult(logits[:n], t1 - t0, t2 - t1)
 
 
+@dataclass(eq=False)
+class Runner:
+    """One thing that runs batches on its own thread: an instance ("narrow": its share of the
+    model's cores) or the adaptive scheduler's wide runner (all of them)."""
+
+    backend: Backend
+    executor: ThreadPoolExecutor
+    mode: Mode
+    tokens: int  # cores it holds while a batch runs
+    busy: bool = False  # a batch is in its backend call (or being formed for it)
+    stuck: bool = False  # its call outlived infer_timeout_s and has not returned yet
+    holding: bool = False  # it holds its tokens now
+    started: float = 0.0  # time.monotonic() when its batch started
+    expected_s: float = 0.0  # the batch's time measured at warm-up (0: unknown)
+    buffers: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def reuse(self, n: int) -> np.ndarray:
+        buf = self.buffers.get(n)
+        if buf is None:
+            buf = self.buffers[n] = np.empty((n, *self.backend.input_shape()), np.uint8)
+        return buf
+
+    def left_s(self, now: float) -> float:
+        return max(0.0, self.started + self.expected_s - now)
+
+
 class DynamicBatcher:
     def __init__(
         self,
@@ -136,11 +170,19 @@ class DynamicBatcher:
         retry_after_s: float = 1.0,
         executors: list[ThreadPoolExecutor] | None = None,
         on_health_change: Callable[[], None] | None = None,
+        *,
+        schedule: Schedule | None = None,
+        wide: tuple[Backend, ThreadPoolExecutor] | None = None,
     ) -> None:
         """executors: one single-thread executor per backend, the thread that loaded and
         warmed it up (CUDA graphs and streams belong to a thread); made here when absent.
         `on_health_change` is called whenever `healthy` may have changed (every instance
-        stuck, or one back): the owner of readiness decides what that means."""
+        stuck, or one back): the owner of readiness decides what that means.
+
+        `schedule` and `wide` (the wide runner's backend and its thread) turn the adaptive
+        scheduler on (app/scheduling.py) when the schedule is adaptive; the batcher then owns
+        the wide backend and closes it. Without them every instance holds one core of a
+        budget of one per instance and takes whatever is queued (the static scheduler)."""
         if not backends:
             raise ValueError("a batcher needs at least one backend instance")
         if executors is not None and len(executors) != len(backends):
@@ -153,18 +195,28 @@ class DynamicBatcher:
         self.pad_to_bucket = pad_to_bucket
         self.retry_after_s = retry_after_s
         self._on_health_change = on_health_change
+        if schedule is None:
+            schedule = Schedule("static", max_batch_size=config.max_batch_size)
+        elif schedule.adaptive and wide is None:
+            raise ValueError("an adaptive schedule needs its wide runner")
+        self.schedule = schedule
+        self._wide_spec = wide if schedule.adaptive else None
         self._queue: deque[WorkItem] = deque()
         self._work = asyncio.Event()
         self._accepting = False
-        self._workers: list[asyncio.Task[None]] = []
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._executors: list[ThreadPoolExecutor] = []
-        self._busy = 0
-        self._stuck = 0
+        self._narrow: list[Runner] = []
+        self._wide: Runner | None = None
+        self._budget = CoreBudget(1)
+        self._busy = 0  # batches whose requests are not answered yet
         self._idle = asyncio.Event()
         self._idle.set()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        per = self.schedule.narrow_threads if self.schedule.adaptive else 1
         for i, backend in enumerate(self.backends):
             executor = (
                 self._given_executors[i]
@@ -172,7 +224,14 @@ class DynamicBatcher:
                 else instance_executor(self.model, i)
             )
             self._executors.append(executor)
-            self._workers.append(asyncio.create_task(self._worker(backend, executor)))
+            self._narrow.append(Runner(backend, executor, "narrow", per))
+        total = per * len(self._narrow)
+        if self._wide_spec is not None:
+            backend, executor = self._wide_spec
+            self._executors.append(executor)
+            self._wide = Runner(backend, executor, "wide", total)
+        self._budget = CoreBudget(total)
+        self._dispatcher = asyncio.create_task(self._dispatch())
         self._accepting = True
 
     @property
@@ -192,24 +251,47 @@ class DynamicBatcher:
     async def close(self) -> None:
         self.stop_accepting()
         await self.drain()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+            self._dispatcher = None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for executor in self._executors:
             # off the loop: a call stuck past infer_timeout_s must not freeze every other
             # model while a reload or unload retires these instances
             await asyncio.to_thread(executor.shutdown, True)
-        self._workers.clear()
+        if self._wide is not None:  # the batcher's own: the repository closes the instances
+            await asyncio.to_thread(_close_quietly, self._wide.backend)
+            self._wide = None
         self._executors.clear()
 
     @property
     def healthy(self) -> bool:
         """False while every instance is stuck in a call that outlived infer_timeout_s."""
-        return self._stuck < len(self.backends)
+        if not self._narrow:  # not started: as many instances as backends, none stuck
+            return True
+        return any(not r.stuck for r in self._narrow)
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def cores_in_use(self) -> int:
+        return self._budget.in_use
+
+    @property
+    def max_cores_in_use(self) -> int:
+        """The most cores ever held at once by running batches (never above the budget)."""
+        return self._budget.max_in_use
+
+    def describe(self) -> dict[str, object]:
+        """The scheduler in force, for /v1/models and the V2 statistics."""
+        return {
+            **self.schedule.describe(),
+            "cores_in_use": self._budget.in_use,
+            "wide_running": bool(self._wide and self._wide.busy),
+        }
 
     # ------------------------------------------------------------------ submit
     def submit(self, images: Batch, deadline: float) -> Awaitable[np.ndarray]:
@@ -251,13 +333,24 @@ class DynamicBatcher:
             self._queue = deque(live)
             self.telemetry.queue_depth.set(len(self._queue))
 
-    # ------------------------------------------------------------------ workers
-    def _take(self, room: int | None = None) -> list[WorkItem]:
+    # ------------------------------------------------------------------ taking work
+    def _take(
+        self,
+        room: int | None = None,
+        batch_time: Callable[[int], float] | None = None,
+        *,
+        first: bool = True,
+    ) -> list[WorkItem]:
         """Pop live requests, FIFO, up to `room` images (default max_batch_size); fail the
-        expired ones. A request is never split and never overtaken."""
+        expired ones. A request is never split and never overtaken; with `first` the first
+        live one is taken even when it is larger than `room` (a new batch). With `batch_time`
+        (seconds for a batch of n) a request joins only if the batch would still end before
+        every deadline in it."""
         room = self.config.max_batch_size if room is None else room
         taken: list[WorkItem] = []
         now = time.monotonic()
+        earliest = float("inf")
+        images = 0
         while self._queue:
             item = self._queue[0]
             if item.future.done():  # client left, or its deadline was already answered
@@ -271,18 +364,116 @@ class DynamicBatcher:
                     )
                 )
                 continue
-            if item.size > room:
-                break
+            if taken or not first:
+                if item.size > room:
+                    break
+                ends = now + batch_time(images + item.size) if batch_time else now
+                if ends > min(earliest, item.deadline):
+                    break  # it would make the batch miss a deadline: the next batch takes it
             taken.append(self._queue.popleft())
             room -= item.size
+            images += item.size
+            earliest = min(earliest, item.deadline)
         self.telemetry.queue_depth.set(len(self._queue))
         return taken
 
-    async def _fill(self, taken: list[WorkItem]) -> list[WorkItem]:
+    def _queued_images(self) -> int:
+        return sum(it.size for it in self._queue if not it.future.done())
+
+    def _choose(self) -> tuple[Runner | None, int]:
+        """The runner that starts the next batch now and its room in images (None: none can)."""
+        free = [
+            r for r in self._narrow if not r.busy and not r.stuck and r.tokens <= self._budget.free
+        ]
+        if not self.schedule.adaptive:
+            return (free[0], self.config.max_batch_size) if free else (None, 0)
+        s = self.schedule
+        assert s.narrow is not None and s.wide is not None
+        n = self._queued_images()
+        wide = self._wide
+        if (
+            wide is not None
+            and not wide.busy
+            and self._budget.in_use == 0
+            and prefers_wide(n, len(free), s.narrow, s.narrow_cap, s.wide, s.wide_cap)
+        ):
+            return wide, s.wide_cap
+        if not free:
+            return None, 0
+        now = time.monotonic()
+        busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
+        return free[0], narrow_batch(n, len(free), busy_left, s.narrow, s.narrow_cap)
+
+    def _times(self, runner: Runner) -> BucketTimes | None:
+        if not self.schedule.adaptive:
+            return None
+        return self.schedule.wide if runner.mode == "wide" else self.schedule.narrow
+
+    # ------------------------------------------------------------------ dispatching
+    async def _dispatch(self) -> None:
+        """Start batches while requests wait and a runner may start; then sleep until a request
+        arrives or a batch ends."""
+        while True:
+            self._work.clear()
+            while self._queue and self._start_next():
+                pass
+            if not self._queue and not self._busy:
+                self._idle.set()
+            await self._work.wait()
+
+    def _start_next(self) -> bool:
+        runner, room = self._choose()
+        if runner is None:
+            return False
+        times = self._times(runner)
+        items = self._take(room, times.time if times is not None else None)
+        if not items:
+            return False
+        if not self._budget.try_acquire(runner.tokens):  # _choose checked: cannot happen
+            raise RuntimeError(f"{runner.mode} runner started without its {runner.tokens} cores")
+        runner.busy = runner.holding = True
+        runner.started = time.monotonic()
+        n = sum(it.size for it in items)
+        runner.expected_s = times.time(n) if times is not None else 0.0
+        self._busy += 1
+        task = asyncio.create_task(self._run(runner, items, room))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def _returned(self, runner: Runner) -> None:
+        """The runner's backend call returned (or never started): its cores are free again."""
+        if runner.holding:
+            runner.holding = False
+            self._budget.release(runner.tokens)
+        runner.busy = False
+        if runner.stuck:
+            runner.stuck = False
+            self._health_changed()
+            log.warning(
+                "model %s: the stuck call returned; %s runner back at work", self.model, runner.mode
+            )
+        self._work.set()
+
+    async def _run(self, runner: Runner, items: list[WorkItem], room: int) -> None:
+        call: asyncio.Future[BatchResult] | None = None
+        try:
+            items = await self._fill(items, room)
+            call = await self._execute(runner, items)
+        finally:
+            self._busy -= 1
+            if call is None:  # failed before its backend call started
+                self._returned(runner)
+            else:
+                call.add_done_callback(lambda _: self._returned(runner))
+            if not self._queue and not self._busy:
+                self._idle.set()
+
+    async def _fill(self, taken: list[WorkItem], room: int | None = None) -> list[WorkItem]:
         """Optional wait (max_queue_delay_ms) for a fuller batch."""
         delay = self.config.max_queue_delay_ms / 1000.0
         until = time.monotonic() + delay
-        room = self.config.max_batch_size - sum(i.size for i in taken)
+        room = (self.config.max_batch_size if room is None else room) - sum(i.size for i in taken)
         while delay > 0 and room > 0:
             left = until - time.monotonic()
             if left <= 0:
@@ -293,65 +484,45 @@ class DynamicBatcher:
                     await asyncio.wait_for(self._work.wait(), left)
                 except TimeoutError:
                     break
-            more = self._take(room)
+                finally:
+                    self._work.set()  # the dispatcher looks again too
+            more = self._take(room, first=False)
             if not more and self._queue:
                 break  # the next request does not fit: run what we have
             taken += more
             room -= sum(i.size for i in more)
         return taken
 
-    async def _worker(self, backend: Backend, executor: ThreadPoolExecutor) -> None:
+    async def _execute(self, runner: Runner, items: list[WorkItem]) -> asyncio.Future[BatchResult]:
+        """Run one batch on `runner` and answer its requests; returns the backend call (it may
+        still run when it outlived infer_timeout_s)."""
         loop = asyncio.get_running_loop()
-        buffers: dict[int, np.ndarray] = {}
-
-        def reuse(n: int) -> np.ndarray:
-            buf = buffers.get(n)
-            if buf is None:
-                buf = buffers[n] = np.empty((n, *backend.input_shape()), np.uint8)
-            return buf
-
-        while True:
-            if not self._queue:
-                self._work.clear()
-                if not self._busy:
-                    self._idle.set()
-                await self._work.wait()
-            taken = self._take()
-            if not taken:
-                continue
-            self._busy += 1
-            try:
-                taken = await self._fill(taken)
-                await self._execute(loop, backend, executor, taken, reuse)
-            finally:
-                self._busy -= 1
-                if not self._queue and not self._busy:
-                    self._idle.set()
-
-    async def _execute(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        backend: Backend,
-        executor: ThreadPoolExecutor,
-        items: list[WorkItem],
-        reuse: Callable[[int], np.ndarray],
-    ) -> None:
         start = time.perf_counter_ns()
         queue_ns = [start - it.enqueued_ns for it in items]
         n = sum(it.size for it in items)
         pad_to = bucket_for(n, self.config.max_batch_size) if self.pad_to_bucket else n
         call = loop.run_in_executor(
-            executor, _run_batch, backend, [it.images for it in items], pad_to, reuse
+            runner.executor,
+            _run_batch,
+            runner.backend,
+            [it.images for it in items],
+            pad_to,
+            runner.reuse,
         )
         timeout = self.config.infer_timeout_s or None
         try:
             result = await asyncio.wait_for(asyncio.shield(call), timeout)
         except TimeoutError:
-            await self._stuck_call(call, items, n, timeout or 0.0)
-            return
+            self._stuck_call(runner, items, n, timeout or 0.0)
+            return call
         except Exception as exc:
             log.error(
-                "model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc
+                "model %s: batch of %d failed (%s runner): %s: %s",
+                self.model,
+                n,
+                runner.mode,
+                type(exc).__name__,
+                exc,
             )
             self._fail(
                 items,
@@ -360,7 +531,7 @@ class DynamicBatcher:
                     f"{type(exc).__name__}: {exc}"
                 ),
             )
-            return
+            return call
         t_out = time.perf_counter_ns()
         offset = 0
         for it in items:
@@ -380,9 +551,11 @@ class DynamicBatcher:
             result.infer_ns,
             time.perf_counter_ns() - t_out,
             int(time.time() * 1000),
+            mode=runner.mode,
         )
         for reason, images in result.decode_fallbacks.items():
             self.telemetry.decode_fallback(reason, images)
+        return call
 
     def _fail(self, items: list[WorkItem], error: InferenceError) -> None:
         """The whole batch failed: each of its requests gets the error, no other request."""
@@ -391,12 +564,22 @@ class DynamicBatcher:
             if not it.future.done():
                 it.future.set_exception(error)
 
-    async def _stuck_call(
-        self, call: asyncio.Future[BatchResult], items: list[WorkItem], n: int, timeout: float
-    ) -> None:
-        """Fail the batch now; keep this instance out of work until its call returns."""
+    def _stuck_call(self, runner: Runner, items: list[WorkItem], n: int, timeout: float) -> None:
+        """Fail the batch now; keep this runner out of work until its call returns.
+
+        An instance keeps its cores until then: the others run on theirs, and the wide runner
+        waits (it would share a core with the stuck call). The wide runner gives its cores
+        back now instead: it holds every core, so keeping them would stop the whole model
+        for as long as one call hangs, where one stuck instance never did. A call this far
+        past its measured time is hung, not computing (30 s by default against milliseconds),
+        so the instances running beside it do not share cores with a computation; should it
+        still compute, they share them until it returns."""
         log.error(
-            "model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout
+            "model %s: batch of %d still running after %.1f s on the %s runner: failing it",
+            self.model,
+            n,
+            timeout,
+            runner.mode,
         )
         self._fail(
             items,
@@ -404,22 +587,14 @@ class DynamicBatcher:
                 f"model {self.model!r} did not finish a batch of {n} images within {timeout:g} s"
             ),
         )
-        self._stuck += 1
-        self._busy -= 1  # its requests are answered: drain() need not wait for this call
-        if not self._queue and not self._busy:
-            self._idle.set()
+        runner.stuck = True
+        if runner.mode == "wide" and runner.holding:
+            runner.holding = False
+            self._budget.release(runner.tokens)
+            self._work.set()
         self._health_changed()
         if not self.healthy:
             log.error("model %s: every instance is stuck: not ready until one returns", self.model)
-        try:
-            await call
-        except Exception:
-            pass
-        finally:
-            self._stuck -= 1
-            self._busy += 1  # balanced by the worker's own decrement when this returns
-            self._health_changed()
-            log.warning("model %s: the stuck call returned; instance back at work", self.model)
 
     def _health_changed(self) -> None:
         if self._on_health_change is not None:
@@ -436,6 +611,13 @@ def _first_error(errors: dict[int, Exception], offset: int, item: WorkItem) -> E
             return about_image(exc, item.first + row - offset)
         return exc
     return None
+
+
+def _close_quietly(backend: Backend) -> None:
+    try:
+        backend.close()
+    except Exception as exc:
+        log.warning("closing %s failed: %s", backend.name, exc)
 
 
 def _ms_since(ns: int) -> int:

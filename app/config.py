@@ -201,6 +201,15 @@ class BatchingConfig(BaseModel):
         description="Pad each batch to the next warmed-up size (powers of two): no shape is "
         "ever seen cold. Default: on for CUDA devices, off on CPU.",
     )
+    scheduler: Literal["adaptive", "static"] = Field(
+        "adaptive",
+        description="adaptive: besides the per-core instances, one 'wide' runner holds all of "
+        "the model's cores; a batch that is all there is runs on it (latency), queued work "
+        "runs side by side on the instances (throughput), batch sizes follow the queue and "
+        "the per-batch times measured at warm-up (app/scheduling.py). Only where the backend "
+        "has such a runner (ONNX Runtime and OpenVINO on the CPU); elsewhere, and with "
+        "'static', a free instance runs whatever is queued up to max_batch_size.",
+    )
 
 
 class PreprocessConfig(BaseModel):

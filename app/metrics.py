@@ -83,6 +83,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.batches = Counter(
+            f"{PREFIX}_batches",
+            "Batches run, by the scheduler's mode: narrow (on one instance's share of the "
+            "cores; every batch of a static scheduler) or wide (on all of the model's cores).",
+            ["model", "mode"],
+            registry=r,
+        )
         self.images = Counter(
             f"{PREFIX}_images",
             "Images classified.",
@@ -189,6 +196,8 @@ class ModelStats:
     execution_count: int = 0
     last_inference_ms: int = 0
     batches: dict[int, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))
+    # the adaptive scheduler (app/scheduling.py): mode -> [batches, images]
+    modes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
 class ModelTelemetry:
@@ -243,13 +252,16 @@ class ModelTelemetry:
         infer_ns: int,
         output_ns: int,
         now_ms: int,
+        mode: str = "narrow",
     ) -> None:
-        """One batch ran: `queue_ns` holds each request's wait in the queue."""
+        """One batch ran (on the scheduler's `mode`): `queue_ns` holds each request's wait in
+        the queue."""
         for wait in queue_ns:
             self.queue_wait.observe(wait / 1e9)
         self.inference.observe((input_ns + infer_ns + output_ns) / 1e9)
         self.batch_size.observe(images)
         self.images.inc(images)
+        self.metrics.batches.labels(self.model, mode).inc()
         with self._lock:
             s = self.stats
             s.queue_count += len(queue_ns)
@@ -267,12 +279,16 @@ class ModelTelemetry:
             entry[1] += input_ns
             entry[2] += infer_ns
             entry[3] += output_ns
+            by_mode = s.modes[mode]
+            by_mode[0] += 1
+            by_mode[1] += images
 
     def snapshot(self) -> ModelStats:
         """A consistent copy of the statistics (the batch worker updates them meanwhile)."""
         with self._lock:
-            copy = replace(self.stats, batches={})
+            copy = replace(self.stats, batches={}, modes={})
             copy.batches.update({n: list(v) for n, v in self.stats.batches.items()})
+            copy.modes.update({m: list(v) for m, v in self.stats.modes.items()})
         return copy
 
     def batch_failed(self) -> None:

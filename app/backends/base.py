@@ -114,6 +114,15 @@ class Backend(abc.ABC):
         precision its files allow, each with why it cannot run here."""
         return [Candidate(p, skip=cls.unavailable(p, device)) for p in cls.precisions(config.files)]
 
+    @classmethod
+    def wide_config(cls, config: ModelConfig, threads: int) -> ModelConfig | None:
+        """The adaptive scheduler's wide runner (app/scheduling.py): `config` run one batch at
+        a time on all `threads` of the model's cores, in the backend's latency mode; None when
+        the backend has no such mode on the config's device (the scheduler stays static: the
+        default, so torch backends, GPUs and plugins keep a free instance taking the queue).
+        The load checks that its answers equal an instance's, bit for bit."""
+        return None
+
     def input_shape(self) -> tuple[int, int, int]:
         """One image as the backend takes it, without the batch axis: (H, W, 3) uint8."""
         size = self.config.input.crop

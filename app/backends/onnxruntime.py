@@ -303,6 +303,18 @@ class OnnxRuntimeBackend(Backend):
             for asked in providers
         ]
 
+    @classmethod
+    def wide_config(cls, config: ModelConfig, threads: int) -> ModelConfig | None:
+        """On the CPU: a second session whose intra-op pool has every core of the model. Its
+        threads do not spin, so between its batches they never take a core from the
+        instances (which run while it is idle). On a GPU: none (the device runs the batch)."""
+        if config.is_cuda or set(config.onnxruntime.providers) - {"cpu"}:
+            return None
+        options = config.onnxruntime.model_copy(
+            update={"intra_op_threads": threads, "allow_spinning": False}
+        )
+        return config.model_copy(update={"onnxruntime": options})
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self._session: Any = None

@@ -95,6 +95,17 @@ class OpenVinoBackend(Backend):
     def unavailable(cls, precision: str, device: str) -> str | None:
         return openvino_unavailable(precision, device)
 
+    @classmethod
+    def wide_config(cls, config: ModelConfig, threads: int) -> ModelConfig | None:
+        """Its own model compiled with the LATENCY hint: one stream of every core of the
+        model (INFERENCE_NUM_THREADS), beside the instances' THROUGHPUT model."""
+        if config.is_cuda:
+            return None
+        options = config.openvino.model_copy(
+            update={"performance_hint": "LATENCY", "threads": threads}
+        )
+        return config.model_copy(update={"openvino": options})
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self._compiled: dict[int, Any] = {}  # batch size (0: dynamic) -> compiled model

@@ -9,10 +9,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from app.backends import Backend, BackendInfo, create_backend
+import numpy as np
+
+from app.backends import Backend, BackendInfo, backend_class, create_backend
 from app.batching import DynamicBatcher, bucket_sizes, instance_executor
 from app.config import ModelConfig
 from app.placement import instance_configs
+from app.scheduling import Schedule, first_difference, measure
 from app.threads import ThreadBudget
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,83 @@ def load_instances(
 def _load_and_warm_up(backend: Backend, sizes: list[int]) -> None:
     backend.load()
     backend.warmup(sizes)
+
+
+def build_schedule(
+    config: ModelConfig,
+    budget: ThreadBudget | None,
+    backends: list[Backend],
+    executors: list[ThreadPoolExecutor],
+) -> tuple[Schedule, tuple[Backend, ThreadPoolExecutor] | None]:
+    """Blocking: the adaptive scheduler's wide runner of a loaded model, loaded and warmed up on
+    a thread of its own, and the per-batch times of an instance and of the wide runner,
+    measured after warm-up on the same images. Static (and why) when the model asks for it,
+    when its backend has no wide runner on its device, when one instance already holds every
+    core, when the wide runner fails to load, or when its answers differ from an instance's
+    in any bit. Never fails the model: the instances serve either way."""
+    limit = config.batching.max_batch_size
+    threads = budget.inference_threads if budget is not None else 0
+    cores = threads * len(backends)
+
+    def static(reason: str) -> tuple[Schedule, None]:
+        log.info("scheduler: model %s: static (%s)", config.name, reason)
+        return Schedule("static", reason, cores, threads, max_batch_size=limit), None
+
+    if config.batching.scheduler == "static":
+        return static("batching.scheduler is static")
+    wide_config = backend_class(config.backend).wide_config(config, cores) if threads else None
+    if wide_config is None:
+        return static(f"backend {config.backend} has no wide runner on {config.device}")
+    if len(backends) < 2:
+        return static(f"one instance already holds all {cores} cores")
+    sizes = bucket_sizes(limit)
+    executor = ThreadPoolExecutor(1, thread_name_prefix=f"{config.name}-wide")
+    wide: Backend | None = None
+    try:
+        wide = create_backend(wide_config)
+        executor.submit(_load_and_warm_up, wide, sizes).result()
+        rng = np.random.default_rng(1)
+        batch = rng.integers(0, 256, (limit, *backends[0].input_shape()), dtype=np.uint8)
+        first = backends[0]
+        narrow_t, narrow_out = executors[0].submit(measure, first.infer, batch, sizes).result()
+        wide_t, wide_out = executor.submit(measure, wide.infer, batch, sizes).result()
+        differs = first_difference(narrow_out, wide_out)
+    except Exception as exc:
+        differs = f"the wide runner failed: {type(exc).__name__}: {exc}"
+        log.warning("scheduler: model %s: %s", config.name, differs)
+    else:
+        if differs is not None:
+            differs = f"the wide runner's answers differ from an instance's: {differs}"
+            log.warning("scheduler: model %s: %s", config.name, differs)
+    if differs is not None:
+        if wide is not None:
+            close_quietly(wide)
+        executor.shutdown(wait=False)
+        return static(differs)
+    schedule = Schedule(
+        "adaptive",
+        cores=cores,
+        narrow_threads=threads,
+        wide_threads=cores,
+        narrow=narrow_t,
+        wide=wide_t,
+        max_batch_size=limit,
+    )
+    log.info(
+        "scheduler: model %s: adaptive over %d cores: %d instance(s) x %d thread(s) and a wide "
+        "runner of %d; ms per batch, by batch size: instance %s, wide %s; batch cap %d / %d",
+        config.name,
+        cores,
+        len(backends),
+        threads,
+        cores,
+        narrow_t.as_ms(),
+        wide_t.as_ms(),
+        schedule.narrow_cap,
+        schedule.wide_cap,
+    )
+    assert wide is not None
+    return schedule, (wide, executor)
 
 
 def close_quietly(backend: Backend) -> None:

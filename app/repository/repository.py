@@ -35,6 +35,7 @@ from app.metrics import Metrics, ModelTelemetry
 from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
 from app.repository.instances import (
     Instances,
+    build_schedule,
     close_all,
     close_quietly,
     load_instances,
@@ -236,6 +237,7 @@ class ModelRepository:
         )
         started = time.perf_counter()
         backends, info, executors = await asyncio.to_thread(load_instances, cfg)
+        schedule, wide = await asyncio.to_thread(build_schedule, cfg, budget, backends, executors)
         batcher = DynamicBatcher(
             cfg.name,
             backends,
@@ -245,6 +247,8 @@ class ModelRepository:
             retry_after_s=self.retry_after_s,
             executors=executors,
             on_health_change=lambda: self.publish_ready(cfg.name),
+            schedule=schedule,
+            wide=wide,
         )
         batcher.start()
         seconds = round(time.perf_counter() - started, 3)

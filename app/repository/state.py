@@ -133,6 +133,7 @@ class ServedModel:
                 "warmed_batch_sizes": bucket_sizes(cfg.batching.max_batch_size),
                 "queue_depth": self.batcher.queue_depth if self.batcher else 0,
             },
+            "scheduler": self.batcher.describe() if self.batcher else None,
             "details": info.details if info else {},
             "threads": self.budget.as_dict() if self.budget else None,
             "export_check": cfg.export_check,

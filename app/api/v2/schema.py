@@ -213,4 +213,12 @@ def model_statistics(model: ServedModel) -> dict[str, Any]:
             for size, (n, input_ns, infer_ns, output_ns) in sorted(s.batches.items())
         ],
         "memory_usage": [],
+        # not Triton's: what the scheduler decided (gRPC leaves it out, having no field for it)
+        "scheduler": {
+            "scheduler": model.batcher.schedule.describe()["scheduler"] if model.batcher else None,
+            "modes": {
+                mode: {"batches": batches, "images": images}
+                for mode, (batches, images) in sorted(s.modes.items())
+            },
+        },
     }

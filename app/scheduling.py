@@ -1,0 +1,245 @@
+"""The adaptive scheduler's parts (issue 19): the cores as a budget that running batches hold,
+the per-batch times measured at warm-up, and the two decisions made from them.
+
+A model on the CPU (ONNX Runtime, OpenVINO) keeps its per-core instances ("narrow" runners,
+each holding its share of the model's cores) and gains one "wide" runner holding all of them:
+an ONNX Runtime session whose intra-op pool has every core, or an OpenVINO model compiled with
+the LATENCY hint on every core. Which one runs the next batch, and how big it is, is decided on
+the event loop each time a request arrives or a batch ends:
+
+- Wide, when nothing runs and the wide runner would finish what is queued no later than the
+  instances would by splitting it (`prefers_wide`): a lone request (c=1, light traffic) then
+  takes every core instead of one, and the other cores do not idle.
+- Otherwise narrow: a free instance takes its share of the queue (`narrow_batch`): the queue
+  split over the free instances, and over a busy one when waiting for it to finish is sooner
+  than running a bigger batch now; up to the batch cap.
+- The batch cap (`BucketTimes.cap`): the smallest batch size whose time per image is within
+  CAP_TOLERANCE of the best measured one: a bigger batch saves (almost) no time per image, so
+  it would only hold its images longer. `max_batch_size` stays the upper bound.
+- A batch whose first requests' deadlines are nearer than its measured time is cut so that
+  they can still be answered (`DynamicBatcher._take`).
+
+Every batch acquires its runner's tokens (threads) from the model's CoreBudget before it
+starts and gives them back when the backend call returns: the wide runner needs all of them,
+so it starts only when nothing runs, and no instance starts while it runs. The answers do not
+depend on the mode: the load compares the wide runner's logits with an instance's for every
+batch size on the same images, bit for bit, and keeps the scheduler static if they differ.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+Mode = Literal["narrow", "wide"]
+MODES: tuple[Mode, ...] = ("narrow", "wide")
+
+# A bigger batch must save at least this share of the time per image of the best batch size
+# measured, else it only holds its images longer. 3 %: above the spread of the fastest of three
+# timed calls on this 2-core machine (issue 19), below the 15 % a batch of 8 saves over 1.
+CAP_TOLERANCE = 0.03
+# Warm-up timing of each batch size: the fastest of up to TIMED_CALLS calls, stopping once
+# TIMED_SECONDS have been spent on that size (a slow batch is timed once).
+TIMED_CALLS = 3
+TIMED_SECONDS = 0.25
+
+
+class CoreBudget:
+    """The model's cores as tokens. Used on the event loop only (no lock): every batch takes its
+    runner's tokens before it starts and gives them back when its backend call returns."""
+
+    def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"a core budget needs at least one core, not {total}")
+        self.total = total
+        self.in_use = 0
+        self.max_in_use = 0  # the most ever held at once (tests and /v1/models)
+
+    @property
+    def free(self) -> int:
+        return self.total - self.in_use
+
+    def try_acquire(self, tokens: int) -> bool:
+        if tokens > self.free:
+            return False
+        self.in_use += tokens
+        self.max_in_use = max(self.max_in_use, self.in_use)
+        return True
+
+    def release(self, tokens: int) -> None:
+        if tokens > self.in_use:
+            raise RuntimeError(f"releasing {tokens} cores, but only {self.in_use} are held")
+        self.in_use -= tokens
+
+
+@dataclass(frozen=True)
+class BucketTimes:
+    """Seconds per batch of each warmed batch size on one runner (measured at warm-up)."""
+
+    seconds: dict[int, float]
+
+    def __post_init__(self) -> None:
+        if not self.seconds or any(n < 1 or s <= 0 for n, s in self.seconds.items()):
+            raise ValueError(f"bucket times need positive sizes and times: {self.seconds}")
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.seconds)
+
+    def time(self, n: int) -> float:
+        """Expected seconds for a batch of n images: linear between the measured sizes (a CPU
+        batch runs its own size, unpadded), the smallest's time below it, and in proportion to
+        the largest's time per image above it."""
+        sizes = self.sizes
+        if n <= sizes[0]:
+            return self.seconds[sizes[0]]
+        if n >= sizes[-1]:
+            return self.seconds[sizes[-1]] * n / sizes[-1]
+        hi = next(s for s in sizes if s >= n)
+        lo = max(s for s in sizes if s < n)
+        a, b = self.seconds[lo], self.seconds[hi]
+        return a + (b - a) * (n - lo) / (hi - lo)
+
+    def per_image(self, n: int) -> float:
+        return self.time(n) / n
+
+    def cap(self, limit: int, tolerance: float = CAP_TOLERANCE) -> int:
+        """The smallest measured batch size (at most `limit`) whose time per image is within
+        `tolerance` of the best one measured up to `limit`."""
+        sizes = [s for s in self.sizes if s <= limit] or [min(self.sizes)]
+        best = min(self.per_image(s) for s in sizes)
+        return next(s for s in sizes if self.per_image(s) <= best * (1 + tolerance))
+
+    def as_ms(self) -> dict[int, float]:
+        return {n: round(s * 1000, 2) for n, s in sorted(self.seconds.items())}
+
+
+def measure(
+    infer: Callable[[np.ndarray], np.ndarray],
+    batch: np.ndarray,
+    sizes: list[int],
+    calls: int = TIMED_CALLS,
+    budget_s: float = TIMED_SECONDS,
+) -> tuple[BucketTimes, dict[int, np.ndarray]]:
+    """Time `infer` on batch[:n] for every size n (after warm-up: each shape seen once), the
+    fastest of a few calls (interference from other processes only ever adds time); return
+    the times and the outputs (to compare runners bit for bit)."""
+    seconds: dict[int, float] = {}
+    outputs: dict[int, np.ndarray] = {}
+    for n in sizes:
+        x = np.ascontiguousarray(batch[:n])
+        spent, best = 0.0, math.inf
+        for _ in range(max(1, calls)):
+            t0 = time.perf_counter()
+            outputs[n] = infer(x)
+            took = time.perf_counter() - t0
+            best, spent = min(best, took), spent + took
+            if spent >= budget_s:
+                break
+        seconds[n] = max(best, 1e-6)
+    return BucketTimes(seconds), outputs
+
+
+def first_difference(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> str | None:
+    """None when both runners gave bit-identical logits for every batch size; else what
+    differs (the first batch size that does)."""
+    for n in sorted(a):
+        x, y = np.asarray(a[n]), np.asarray(b.get(n))
+        if x.shape != y.shape:
+            return f"batch of {n}: logits of shape {x.shape} and {y.shape}"
+        if not np.array_equal(x, y):
+            diff = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64))))
+            top1 = bool((x.argmax(axis=1) == y.argmax(axis=1)).all())
+            return (
+                f"batch of {n}: logits differ by up to {diff:.3g} "
+                f"({'same' if top1 else 'different'} top-1)"
+            )
+    return None
+
+
+@dataclass
+class Schedule:
+    """What the scheduler of one model knows, fixed when the model is built."""
+
+    scheduler: Literal["adaptive", "static"]
+    reason: str = ""  # why static, when adaptive was asked for
+    cores: int = 0  # the model's core budget: instances x threads per instance
+    narrow_threads: int = 0  # tokens of one instance
+    wide_threads: int = 0  # tokens of the wide runner (0: none)
+    narrow: BucketTimes | None = None
+    wide: BucketTimes | None = None
+    max_batch_size: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.scheduler == "adaptive" and self.narrow is not None and self.wide is not None
+
+    @property
+    def narrow_cap(self) -> int:
+        return self.narrow.cap(self.max_batch_size) if self.narrow else self.max_batch_size
+
+    @property
+    def wide_cap(self) -> int:
+        return self.wide.cap(self.max_batch_size) if self.wide else 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "scheduler": "adaptive" if self.adaptive else "static",
+            "reason": self.reason or None,
+            "cores": self.cores,
+            "narrow_threads": self.narrow_threads,
+            "wide_threads": self.wide_threads if self.adaptive else 0,
+            "batch_cap": {"narrow": self.narrow_cap, "wide": self.wide_cap}
+            if self.adaptive
+            else {"narrow": self.max_batch_size},
+            "bucket_ms": {
+                mode: times.as_ms()
+                for mode, times in (("narrow", self.narrow), ("wide", self.wide))
+                if times is not None
+            },
+            **self.extra,
+        }
+
+
+def rounds(n: int, runners: int, cap: int) -> int:
+    return max(1, math.ceil(n / max(1, runners * cap)))
+
+
+def narrow_estimate(n: int, runners: int, times: BucketTimes, cap: int) -> float:
+    """Seconds until `runners` idle instances have run n queued images in batches of their
+    share (at most `cap`)."""
+    share = min(cap, math.ceil(n / max(1, runners)))
+    return times.time(share) * rounds(n, runners, cap)
+
+
+def prefers_wide(
+    n: int, instances: int, narrow: BucketTimes, narrow_cap: int, wide: BucketTimes, wide_cap: int
+) -> bool:
+    """Nothing runs and n images are queued: True when the wide runner, taking them as one
+    batch, finishes no later than the instances splitting them would."""
+    if n < 1 or n > wide_cap:
+        return False  # more than one wide batch's worth: the instances run side by side
+    return wide.time(n) <= narrow_estimate(n, instances, narrow, narrow_cap)
+
+
+def narrow_batch(n: int, free: int, busy_left: list[float], times: BucketTimes, cap: int) -> int:
+    """How many of n queued images a free instance takes, `free` instances being free and the
+    busy ones due to finish in `busy_left` seconds: its share of the queue, split over the
+    free instances, or also over the busy ones due soonest when waiting for them finishes the
+    queue sooner than bigger batches now would; never more than `cap`."""
+    if n <= 0:
+        return 0
+    best_size = min(cap, math.ceil(n / max(1, free)))
+    best_end = narrow_estimate(n, free, times, cap)
+    for j, left in enumerate(sorted(busy_left), start=1):
+        runners = free + j
+        end = max(left, 0.0) + narrow_estimate(n, runners, times, cap)
+        if end < best_end:
+            best_end, best_size = end, min(cap, math.ceil(n / runners))
+    return max(1, best_size)

@@ -1,0 +1,136 @@
+"""The adaptive scheduler on real runtimes (issue 19): ONNX Runtime and OpenVINO build their wide
+runner at load, time every batch size and say so in the log and /v1/models; answers under mode
+switches are bit for bit the single-request answer; the scheduler stays static, and says why,
+where it cannot help or where the wide runner's answers differ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.backends import create_backend
+from app.config import BatchingConfig, ModelConfig, read_model_config
+from app.metrics import Metrics
+from app.repository import ModelRepository
+from app.repository.instances import build_schedule
+from app.scheduling import BucketTimes
+from app.threads import ThreadBudget
+from tests.fakes import FakeBackend, fake_config
+from tests.tiny_onnx import CROP, write_tiny_model
+
+# times that make the scheduler switch often: a lone batch of up to 8 runs wide, queued work
+# beyond it runs on the instances
+NARROW = BucketTimes({1: 0.020, 2: 0.039, 4: 0.074, 8: 0.142})
+WIDE = BucketTimes({1: 0.011, 2: 0.021, 4: 0.040, 8: 0.076})
+
+
+def backends() -> list[str]:
+    found = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401 - whether it is installed
+    except ImportError:
+        return found
+    return [*found, "openvino"]
+
+
+@pytest.mark.parametrize("backend", backends())
+async def test_mode_switches_under_load_keep_every_answer(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = write_tiny_model(tmp_path / "tiny", 3, backend=backend)
+    repo = ModelRepository([read_model_config(directory)], Metrics(), cores=2)
+    with caplog.at_level(logging.INFO, logger="app.repository.instances"):
+        await repo.load_all()
+    model = repo.get("tiny")
+    assert model.ready, model.reason
+    described = model.describe()["scheduler"]
+    assert described["scheduler"] == "adaptive", described["reason"]
+    assert described["cores"] == 2 and described["wide_threads"] == 2
+    assert set(described["bucket_ms"]["wide"]) == {1, 2, 4, 8}
+    assert "scheduler: model tiny: adaptive over 2 cores" in caplog.text
+    assert "ms per batch, by batch size: instance {1: " in caplog.text
+
+    batcher = model.require_ready()
+    batcher.schedule = replace(batcher.schedule, narrow=NARROW, wide=WIDE)
+    rng = np.random.default_rng(7)
+    pictures = rng.integers(0, 256, (40, CROP, CROP, 3), dtype=np.uint8)
+    # the single-request answer: one image alone on one instance, as a static server gives it
+    single = [model.backends[0].infer(pictures[i : i + 1]) for i in range(len(pictures))]
+
+    async def ask(i: int) -> np.ndarray:
+        return await batcher.submit(pictures[i : i + 1], time.monotonic() + 30)
+
+    answers: list[tuple[int, np.ndarray]] = []
+    for wave in range(6):  # a lone request, then a burst, then a lone request ...
+        i = wave % len(pictures)
+        answers.append((i, await ask(i)))
+        burst = [(j % len(pictures)) for j in range(wave * 7, wave * 7 + 30)]
+        answers += zip(burst, await asyncio.gather(*(ask(j) for j in burst)), strict=True)
+    modes = model.telemetry.snapshot().modes
+    await repo.close()
+    assert modes.get("wide", [0])[0] >= 6 and modes.get("narrow", [0])[0] >= 6, modes
+    for i, got in answers:
+        np.testing.assert_array_equal(got, single[i], err_msg=f"image {i}")
+    assert batcher.max_cores_in_use <= 2
+
+
+def budget(instances: int, threads: int) -> ThreadBudget:
+    return ThreadBudget(instances * threads, 1, instances, threads, 1, {})
+
+
+class DriftingWide(FakeBackend):
+    """A wide runner whose logits are one ulp-ish away from the instances'."""
+
+    name = "drifting"
+
+    @classmethod
+    def wide_config(cls, config: ModelConfig, threads: int) -> ModelConfig | None:
+        return config.model_copy(update={"options": {"wide": True}})
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        out = super().infer(batch)
+        return out + np.float32(1e-4) if self.config.options.get("wide") else out
+
+
+def test_wide_answers_that_differ_keep_the_scheduler_static() -> None:
+    from app.backends import REGISTRY
+
+    REGISTRY["drifting"] = f"{__name__}:DriftingWide"
+    cfg = fake_config("drift", backend="drifting", batching=BatchingConfig(instances=2))
+    instances = [create_backend(cfg), create_backend(cfg)]
+    executors = [ThreadPoolExecutor(1), ThreadPoolExecutor(1)]
+    schedule, wide = build_schedule(cfg, budget(2, 1), instances, executors)
+    for e in executors:
+        e.shutdown()
+    assert wide is None and not schedule.adaptive
+    assert "answers differ from an instance's: batch of 1: logits differ by up to 0.0001" in (
+        schedule.reason
+    )
+    assert schedule.describe()["scheduler"] == "static"
+
+
+def test_static_where_the_wide_runner_cannot_help(tmp_path: Path) -> None:
+    directory = write_tiny_model(tmp_path / "tiny", 1)
+    base = read_model_config(directory)
+    one = [create_backend(base)]
+    executors = [ThreadPoolExecutor(1)]
+    cases = {
+        "batching.scheduler is static": (
+            base.variant("s", batching={"scheduler": "static", "instances": 2}),
+            budget(2, 1),
+            one * 2,
+        ),
+        "one instance already holds all 2 cores": (base, budget(1, 2), one),
+        "backend fake has no wide runner on cpu": (fake_config("f"), budget(2, 1), one * 2),
+    }
+    for reason, (cfg, plan, instances) in cases.items():
+        schedule, wide = build_schedule(cfg, plan, instances, executors * len(instances))
+        assert wide is None and schedule.reason == reason and not schedule.adaptive
+    executors[0].shutdown()
