@@ -43,10 +43,10 @@ MODES: tuple[Mode, ...] = ("narrow", "wide")
 # measured, else it only holds its images longer. 3 %: above the spread of the fastest of three
 # timed calls on this 2-core machine (issue 19), below the 15 % a batch of 8 saves over 1.
 CAP_TOLERANCE = 0.03
-# Warm-up timing of each batch size: the fastest of up to TIMED_CALLS calls, stopping once
-# TIMED_SECONDS have been spent on that size (a slow batch is timed once).
-TIMED_CALLS = 3
-TIMED_SECONDS = 0.25
+# Warm-up timing of each batch size: the fastest of up to TIMED_CALLS calls per runner, stopping
+# once TIMED_SECONDS per runner have been spent on that size (a slow batch is timed once).
+TIMED_CALLS = 5
+TIMED_SECONDS = 0.3
 
 
 class CoreBudget:
@@ -119,30 +119,38 @@ class BucketTimes:
         return {n: round(s * 1000, 2) for n, s in sorted(self.seconds.items())}
 
 
+def timed(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[float, np.ndarray]:
+    """One call and its wall time (on the runner's own thread)."""
+    t0 = time.perf_counter()
+    out = infer(x)
+    return time.perf_counter() - t0, out
+
+
 def measure(
-    infer: Callable[[np.ndarray], np.ndarray],
+    runners: list[Callable[[np.ndarray], tuple[float, np.ndarray]]],
     batch: np.ndarray,
     sizes: list[int],
     calls: int = TIMED_CALLS,
     budget_s: float = TIMED_SECONDS,
-) -> tuple[BucketTimes, dict[int, np.ndarray]]:
-    """Time `infer` on batch[:n] for every size n (after warm-up: each shape seen once), the
-    fastest of a few calls (interference from other processes only ever adds time); return
-    the times and the outputs (to compare runners bit for bit)."""
-    seconds: dict[int, float] = {}
-    outputs: dict[int, np.ndarray] = {}
+) -> list[tuple[BucketTimes, dict[int, np.ndarray]]]:
+    """Time every runner on batch[:n] for every size n (after warm-up: each shape seen once):
+    the runners in turn, call after call (ABAB), so that both see the same machine, and the
+    fastest of a few calls (other processes only ever add time). Each runner is a function
+    that makes one timed call on its own thread (see `timed`). Returns, per runner, its times
+    and its outputs (to compare runners bit for bit)."""
+    seconds: list[dict[int, float]] = [{} for _ in runners]
+    outputs: list[dict[int, np.ndarray]] = [{} for _ in runners]
     for n in sizes:
         x = np.ascontiguousarray(batch[:n])
-        spent, best = 0.0, math.inf
+        spent = 0.0
         for _ in range(max(1, calls)):
-            t0 = time.perf_counter()
-            outputs[n] = infer(x)
-            took = time.perf_counter() - t0
-            best, spent = min(best, took), spent + took
-            if spent >= budget_s:
+            for i, run in enumerate(runners):
+                took, outputs[i][n] = run(x)
+                seconds[i][n] = min(seconds[i].get(n, math.inf), max(took, 1e-6))
+                spent += took
+            if spent >= budget_s * len(runners):
                 break
-        seconds[n] = max(best, 1e-6)
-    return BucketTimes(seconds), outputs
+    return [(BucketTimes(t), o) for t, o in zip(seconds, outputs, strict=True)]
 
 
 def first_difference(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> str | None:

@@ -26,6 +26,7 @@ from app.scheduling import (
     measure,
     narrow_batch,
     prefers_wide,
+    timed,
 )
 from tests.fakes import FakeBackend, expected_logits, fake_config
 
@@ -81,12 +82,23 @@ def test_core_budget() -> None:
 
 def test_measure_times_every_size_and_compares_bit_for_bit() -> None:
     batch = np.arange(4 * 2 * 2 * 3, dtype=np.uint8).reshape(4, 2, 2, 3)
-    times, out = measure(lambda x: expected_logits(x, 5), batch, [1, 2, 4], calls=2)
-    assert times.sizes == [1, 2, 4] and set(out) == {1, 2, 4}
-    assert first_difference(out, dict(out)) is None
-    other = {n: v.copy() for n, v in out.items()}
-    other[2][1, 3] += 1e-6
-    assert "batch of 2" in (first_difference(out, other) or "")
+    order: list[str] = []
+
+    def runner(name: str, delay: float):
+        def run(x: np.ndarray):
+            order.append(f"{name}{len(x)}")
+            time.sleep(delay)
+            return timed(lambda y: expected_logits(y, 5), x)
+
+        return run
+
+    (a, out_a), (b, out_b) = measure([runner("a", 0.0), runner("b", 0.002)], batch, [1, 4], 2)
+    assert order == ["a1", "b1", "a1", "b1", "a4", "b4", "a4", "b4"]  # in turn, call by call
+    assert a.sizes == b.sizes == [1, 4] and set(out_a) == {1, 4}
+    assert first_difference(out_a, out_b) is None
+    other = {n: v.copy() for n, v in out_a.items()}
+    other[4][1, 3] += 1e-6
+    assert "batch of 4" in (first_difference(out_a, other) or "")
 
 
 # ----------------------------------------------------------------------------- the batcher

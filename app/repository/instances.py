@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from app.backends import Backend, BackendInfo, backend_class, create_backend
 from app.batching import DynamicBatcher, bucket_sizes, instance_executor
 from app.config import ModelConfig
 from app.placement import instance_configs
-from app.scheduling import Schedule, first_difference, measure
+from app.scheduling import Schedule, first_difference, measure, timed
 from app.threads import ThreadBudget
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,9 @@ def build_schedule(
         executor.submit(_load_and_warm_up, wide, sizes).result()
         rng = np.random.default_rng(1)
         batch = rng.integers(0, 256, (limit, *backends[0].input_shape()), dtype=np.uint8)
-        first = backends[0]
-        narrow_t, narrow_out = executors[0].submit(measure, first.infer, batch, sizes).result()
-        wide_t, wide_out = executor.submit(measure, wide.infer, batch, sizes).result()
+        (narrow_t, narrow_out), (wide_t, wide_out) = measure(
+            [on_thread(executors[0], backends[0]), on_thread(executor, wide)], batch, sizes
+        )
         differs = first_difference(narrow_out, wide_out)
     except Exception as exc:
         differs = f"the wide runner failed: {type(exc).__name__}: {exc}"
@@ -138,6 +139,13 @@ def build_schedule(
     )
     assert wide is not None
     return schedule, (wide, executor)
+
+
+def on_thread(
+    executor: ThreadPoolExecutor, backend: Backend
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """One timed call of `backend` on its own thread (scheduling.measure's runner)."""
+    return lambda x: executor.submit(timed, backend.infer, x).result()
 
 
 def close_quietly(backend: Backend) -> None:
