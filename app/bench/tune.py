@@ -12,7 +12,11 @@ promising first, so a budget too small for everything still tries what matters:
 1. every backend and precision the export's files allow and this machine runs (each backend's
    own check candidates), at the thread budget's defaults; int8 and OpenVINO first;
 2. for the two best: the thread layouts (instances x threads per instance over the cores);
-3. for the best: max_batch_size and max_queue_delay_ms;
+3. for the best: the batching knobs that still matter for it. Where it served with the adaptive
+   scheduler (ONNX Runtime, OpenVINO on the CPU: the scheduler sizes batches from the queue
+   and the measured batch times, max_batch_size is only their bound), the static scheduler at
+   max_batch_size 8 and 4 and the adaptive one with a bound of 16; where it served static,
+   max_batch_size and max_queue_delay_ms;
 4. for the best: 2 server processes (workers) when there are 2 cores or more.
 
 Every trial is time-boxed (start-up and each step), trials whose expected cost no longer fits
@@ -64,6 +68,7 @@ class Trial:
     max_queue_delay_ms: float = 0.0
     workers: int = 1
     stage: int = 1
+    scheduler: str = "adaptive"  # batching.scheduler (static where the backend has no wide runner)
     # results
     status: str = "not run"
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -83,6 +88,7 @@ class Trial:
             self.max_batch_size,
             self.max_queue_delay_ms,
             self.workers,
+            self.scheduler,
         )
 
     @property
@@ -99,10 +105,15 @@ class Trial:
             return f"{t['instances']}x{t['inference_threads'] or '-'}"
         return f"{self.instances or 'auto'}x{self.threads or 'auto'}"
 
+    def served_scheduler(self) -> str:
+        """The scheduler the server really ran ("adaptive" only where a wide runner loaded)."""
+        return str(((self.served or {}).get("scheduler") or {}).get("scheduler") or "static")
+
     def describe(self) -> str:
+        scheduler = self.served_scheduler() if self.served else self.scheduler
         return (
             f"{self.backend}/{self.precision} {self.layout()} bs{self.max_batch_size} "
-            f"delay{self.max_queue_delay_ms:g} w{self.workers}"
+            f"delay{self.max_queue_delay_ms:g} w{self.workers} {scheduler}"
         )
 
     def p99(self) -> float | None:
@@ -126,6 +137,7 @@ class Trial:
             max_batch_size=self.max_batch_size,
             max_queue_delay_ms=self.max_queue_delay_ms,
             instances=self.instances or self._served_instances(),
+            scheduler=self.scheduler,
         )
         out["batching"] = batching
         section, name = THREAD_SECTIONS.get(self.backend, (None, None))
@@ -153,6 +165,8 @@ class Trial:
             "max_batch_size": self.max_batch_size,
             "max_queue_delay_ms": self.max_queue_delay_ms,
             "workers": self.workers,
+            "scheduler": self.scheduler,
+            "served_scheduler": self.served_scheduler() if self.served else None,
             "stage": self.stage,
             "status": self.status,
             "peak_images_per_s": self.peak_images_per_s,
@@ -196,6 +210,31 @@ def first_stage(base: ModelConfig, device: str) -> tuple[list[Trial], list[str]]
                 trials.append(Trial(name, cand.precision, dict(cand.overrides)))
     trials.sort(key=lambda t: (PRECISION_RANK.get(t.precision, 9), BACKEND_RANK.get(t.backend, 9)))
     return trials, cannot
+
+
+def third_stage(best: Trial) -> list[Trial]:
+    """The batching knobs worth trying on the best configuration so far. Served adaptive: the
+    scheduler picks batch sizes and waits for none, so max_batch_size matters only as its
+    bound and a queue delay works against it: try the static scheduler (8 and 4) against a
+    bound of 16. Served static: max_batch_size and max_queue_delay_ms, as before."""
+    if best.served_scheduler() == "adaptive":
+        knobs = [("static", 8, 0.0), ("static", 4, 0.0), ("adaptive", 16, 0.0)]
+    else:
+        knobs = [(best.scheduler, m, d) for m, d in ((4, 0.0), (16, 0.0), (8, 2.0), (16, 5.0))]
+    return [
+        Trial(
+            best.backend,
+            best.precision,
+            best.overrides,
+            max_batch_size=mbs,
+            max_queue_delay_ms=delay,
+            stage=3,
+            instances=best._served_instances(),
+            threads=best._served_threads(),
+            scheduler=scheduler,
+        )
+        for scheduler, mbs, delay in knobs
+    ]
 
 
 def thread_layouts(cores: int) -> list[tuple[int, int]]:
@@ -382,22 +421,7 @@ class Tuner:
         ]
         self.try_all(second)
         best = self.ranked(self.trials)[:1]
-        third: list[Trial] = []
-        for t in best:
-            for mbs, delay in ((4, 0.0), (16, 0.0), (8, 2.0), (16, 5.0)):
-                third.append(
-                    Trial(
-                        t.backend,
-                        t.precision,
-                        t.overrides,
-                        max_batch_size=mbs,
-                        max_queue_delay_ms=delay,
-                        stage=3,
-                        instances=t._served_instances(),
-                        threads=t._served_threads(),
-                    )
-                )
-        self.try_all(third)
+        self.try_all([trial for t in best for trial in third_stage(t)])
         best = self.ranked(self.trials)[:1]
         if cores >= 2:
             fourth = []
@@ -416,6 +440,7 @@ class Tuner:
                         max_queue_delay_ms=t.max_queue_delay_ms,
                         workers=2,
                         stage=4,
+                        scheduler=t.scheduler,
                     )
                 )
             self.try_all(fourth)
@@ -439,6 +464,7 @@ class Tuner:
             "max bs",
             "delay ms",
             "workers",
+            "scheduler",
             "peak img/s",
             "poisson img/s",
             "p50 ms",
@@ -463,6 +489,7 @@ class Tuner:
                     str(t.max_batch_size),
                     f"{t.max_queue_delay_ms:g}",
                     str(t.workers),
+                    t.served_scheduler() if t.served else t.scheduler,
                     num(t.peak_images_per_s),
                     num(p.get("images_per_s")),
                     num(p.get("p50_ms")),
