@@ -16,6 +16,7 @@ HISTOGRAMS = {
     "resnet_serve_batch_size",
 }
 COUNTERS = {
+    "resnet_serve_batches_total",
     "resnet_serve_requests_total",
     "resnet_serve_images_total",
     "resnet_serve_inference_failures_total",
