@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,10 +41,14 @@ from app.errors import (
 from app.metrics import ModelTelemetry
 from app.preprocess import Batch, EncodedImage
 from app.scheduling import (
+    MODES,
     BucketTimes,
     CoreBudget,
     Mode,
     Schedule,
+    Timings,
+    above,
+    at_least,
     narrow_batch,
     prefers_wide,
 )
@@ -200,6 +206,8 @@ class DynamicBatcher:
         elif schedule.adaptive and wide is None:
             raise ValueError("an adaptive schedule needs its wide runner")
         self.schedule = schedule
+        self._timings: dict[Mode, Timings] = {}
+        self.retime(schedule.narrow, schedule.wide, schedule.learn)
         self._wide_spec = wide if schedule.adaptive else None
         self._queue: deque[WorkItem] = deque()
         self._work = asyncio.Event()
@@ -285,12 +293,25 @@ class DynamicBatcher:
         """The most cores ever held at once by running batches (never above the budget)."""
         return self._budget.max_in_use
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, Any]:
         """The scheduler in force, for /v1/models and the V2 statistics."""
+        live: dict[str, BucketTimes] = {mode: t.times for mode, t in self._timings.items()}
         return {
-            **self.schedule.describe(),
+            **self.schedule.describe(live or None),
             "cores_in_use": self._budget.in_use,
             "wide_running": bool(self._wide and self._wide.busy),
+        }
+
+    def retime(
+        self, narrow: BucketTimes | None, wide: BucketTimes | None, learn: bool = True
+    ) -> None:
+        """Start the live per-batch times from these (the warm-up's; tests pin their own with
+        learn=False)."""
+        now = time.monotonic()
+        self._timings = {
+            mode: Timings(times, learn=learn, now=now)
+            for mode, times in zip(MODES, (narrow, wide), strict=True)
+            if times is not None and self.schedule.adaptive
         }
 
     # ------------------------------------------------------------------ submit
@@ -387,27 +408,37 @@ class DynamicBatcher:
         ]
         if not self.schedule.adaptive:
             return (free[0], self.config.max_batch_size) if free else (None, 0)
-        s = self.schedule
-        assert s.narrow is not None and s.wide is not None
+        limit = self.config.max_batch_size
+        narrow, wide_t = self._timings["narrow"], self._timings["wide"]
+        narrow_cap, wide_cap = narrow.times.cap(limit), wide_t.times.cap(limit)
         n = self._queued_images()
+        now = time.monotonic()
+        explore = self.schedule.explore_s
         wide = self._wide
-        if (
-            wide is not None
-            and not wide.busy
-            and self._budget.in_use == 0
-            and prefers_wide(n, len(free), s.narrow, s.narrow_cap, s.wide, s.wide_cap)
-        ):
-            return wide, s.wide_cap
+        if wide is not None and not wide.busy and self._budget.in_use == 0 and n <= limit:
+            # nothing runs: the wide runner, unless the instances finish sooner; each mode's
+            # time for this batch is tried again once it has not run for `explore` seconds
+            share = math.ceil(n / max(1, len(free)))
+            use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
+            if not use_wide and wide_t.stale(at_least(wide_t.times, n), now, explore):
+                use_wide = True
+            elif use_wide and free and narrow.stale(at_least(narrow.times, share), now, explore):
+                use_wide = False
+            if use_wide:
+                return wide, limit
         if not free:
             return None, 0
-        now = time.monotonic()
         busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
-        return free[0], narrow_batch(n, len(free), busy_left, s.narrow, s.narrow_cap)
+        size = narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap)
+        share = math.ceil(n / len(free))
+        bigger = above(narrow.times, narrow_cap)
+        if size == narrow_cap and bigger and share >= bigger and narrow.stale(bigger, now, explore):
+            size = bigger  # the cap may be a busy warm-up's: try the next size once in a while
+        return free[0], size
 
     def _times(self, runner: Runner) -> BucketTimes | None:
-        if not self.schedule.adaptive:
-            return None
-        return self.schedule.wide if runner.mode == "wide" else self.schedule.narrow
+        timings = self._timings.get(runner.mode)
+        return timings.times if timings is not None else None
 
     # ------------------------------------------------------------------ dispatching
     async def _dispatch(self) -> None:
@@ -553,6 +584,9 @@ class DynamicBatcher:
             int(time.time() * 1000),
             mode=runner.mode,
         )
+        timings = self._timings.get(runner.mode)
+        if timings is not None:
+            timings.observe(n, result.infer_ns / 1e9, time.monotonic())
         for reason, images in result.decode_fallbacks.items():
             self.telemetry.decode_fallback(reason, images)
         return call

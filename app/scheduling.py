@@ -19,6 +19,11 @@ the event loop each time a request arrives or a batch ends:
 - A batch whose first requests' deadlines are nearer than its measured time is cut so that
   they can still be answered (`DynamicBatcher._take`).
 
+The times start from the warm-up's (every batch size, on an instance and on the wide runner, in
+turn, the fastest of a few calls) and follow the served batches (`Timings`): a warm-up on a busy
+machine, which can make batching look useless or the wide runner slow, is corrected by the
+first quick batches, and a size or mode not run for a while is tried again once.
+
 Every batch acquires its runner's tokens (threads) from the model's CoreBudget before it
 starts and gives them back when the backend call returns: the wide runner needs all of them,
 so it starts only when nothing runs, and no instance starts while it runs. The answers do not
@@ -30,8 +35,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +53,13 @@ CAP_TOLERANCE = 0.03
 # once TIMED_SECONDS per runner have been spent on that size (a slow batch is timed once).
 TIMED_CALLS = 5
 TIMED_SECONDS = 0.3
+# While serving, each batch of a measured size adds its time: the estimate is the fastest of the
+# last WINDOW (warm-up's first), so a warm-up on a busy machine is corrected by the first quick
+# batches, and a machine that stays slower shows after WINDOW batches. A size not run for
+# EXPLORE_S seconds (the next one above the cap, or a lone batch's other mode) is tried once:
+# estimates of what is never chosen could not be corrected otherwise.
+WINDOW = 16
+EXPLORE_S = 10.0
 
 
 class CoreBudget:
@@ -119,6 +132,41 @@ class BucketTimes:
         return {n: round(s * 1000, 2) for n, s in sorted(self.seconds.items())}
 
 
+class Timings:
+    """One runner's live seconds per batch size: the fastest of the recent batches of each size,
+    starting from the warm-up's figures (see WINDOW, EXPLORE_S)."""
+
+    def __init__(
+        self, warm: BucketTimes, learn: bool = True, window: int = WINDOW, now: float = 0.0
+    ) -> None:
+        self.learn = learn
+        self._samples = {n: deque([t], maxlen=max(1, window)) for n, t in warm.seconds.items()}
+        self._refreshed = dict.fromkeys(warm.seconds, now)
+        self.times = warm
+
+    def observe(self, n: int, seconds: float, now: float) -> None:
+        """A batch of n images took `seconds` in the backend."""
+        if not self.learn or n not in self._samples or seconds <= 0:
+            return
+        self._samples[n].append(seconds)
+        self._refreshed[n] = now
+        self.times = BucketTimes({k: min(v) for k, v in self._samples.items()})
+
+    def stale(self, n: int, now: float, after_s: float = EXPLORE_S) -> bool:
+        """Measured size n has not run for `after_s` seconds (never, for sizes not measured)."""
+        return self.learn and n in self._refreshed and now - self._refreshed[n] >= after_s
+
+
+def above(times: BucketTimes, size: int) -> int | None:
+    """The smallest measured batch size above `size`."""
+    return next((s for s in times.sizes if s > size), None)
+
+
+def at_least(times: BucketTimes, size: int) -> int:
+    """The smallest measured batch size holding `size` images (the largest if none does)."""
+    return next((s for s in times.sizes if s >= size), times.sizes[-1])
+
+
 def timed(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[float, np.ndarray]:
     """One call and its wall time (on the runner's own thread)."""
     t0 = time.perf_counter()
@@ -182,36 +230,29 @@ class Schedule:
     narrow: BucketTimes | None = None
     wide: BucketTimes | None = None
     max_batch_size: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    learn: bool = True  # refine the times from served batches (tests pin them)
+    explore_s: float = EXPLORE_S
 
     @property
     def adaptive(self) -> bool:
         return self.scheduler == "adaptive" and self.narrow is not None and self.wide is not None
 
-    @property
-    def narrow_cap(self) -> int:
-        return self.narrow.cap(self.max_batch_size) if self.narrow else self.max_batch_size
-
-    @property
-    def wide_cap(self) -> int:
-        return self.wide.cap(self.max_batch_size) if self.wide else 0
-
-    def describe(self) -> dict[str, Any]:
+    def describe(self, now: dict[str, BucketTimes] | None = None) -> dict[str, Any]:
+        """What /v1/models shows; `now`: the live times by mode (else the warm-up's)."""
+        warm = {m: t for m, t in (("narrow", self.narrow), ("wide", self.wide)) if t is not None}
+        live = now or warm
+        adaptive = self.adaptive
         return {
-            "scheduler": "adaptive" if self.adaptive else "static",
+            "scheduler": "adaptive" if adaptive else "static",
             "reason": self.reason or None,
             "cores": self.cores,
             "narrow_threads": self.narrow_threads,
-            "wide_threads": self.wide_threads if self.adaptive else 0,
-            "batch_cap": {"narrow": self.narrow_cap, "wide": self.wide_cap}
-            if self.adaptive
+            "wide_threads": self.wide_threads if adaptive else 0,
+            "batch_cap": {m: t.cap(self.max_batch_size) for m, t in live.items()}
+            if adaptive
             else {"narrow": self.max_batch_size},
-            "bucket_ms": {
-                mode: times.as_ms()
-                for mode, times in (("narrow", self.narrow), ("wide", self.wide))
-                if times is not None
-            },
-            **self.extra,
+            "bucket_ms_warmup": {m: t.as_ms() for m, t in warm.items()},
+            "bucket_ms": {m: t.as_ms() for m, t in live.items()},
         }
 
 

@@ -22,6 +22,7 @@ from app.scheduling import (
     BucketTimes,
     CoreBudget,
     Schedule,
+    Timings,
     first_difference,
     measure,
     narrow_batch,
@@ -68,6 +69,21 @@ def test_the_queue_is_split_over_the_free_instances() -> None:
     assert narrow_batch(8, 1, [0.001], NARROW, 8) == 4
     # ... in 200 ms: all of it now
     assert narrow_batch(8, 1, [0.2], NARROW, 8) == 8
+
+
+def test_live_timings_follow_the_served_batches() -> None:
+    timings = Timings(BucketTimes({1: 0.030, 2: 0.060}), window=3, now=0.0)
+    timings.observe(1, 0.010, now=5.0)  # a busy warm-up corrected by the first quick batch
+    assert timings.times.seconds == {1: 0.010, 2: 0.060}
+    assert not timings.stale(1, 10.0, after_s=10.0) and timings.stale(2, 10.0, after_s=10.0)
+    for _ in range(3):  # the machine stays slower: the window forgets the quick one
+        timings.observe(1, 0.020, now=6.0)
+    assert timings.times.seconds[1] == 0.020
+    timings.observe(3, 0.5, now=7.0)  # not a measured size: ignored
+    assert timings.times.sizes == [1, 2]
+    pinned = Timings(BucketTimes({1: 0.030}), learn=False)
+    pinned.observe(1, 0.001, now=1.0)
+    assert pinned.times.seconds == {1: 0.030} and not pinned.stale(1, 100.0)
 
 
 def test_core_budget() -> None:
@@ -155,9 +171,15 @@ class ModeFake(FakeBackend):
 
 
 def adaptive(
-    name: str, narrow: BucketTimes = NARROW, wide: BucketTimes = WIDE, **batching: object
+    name: str,
+    narrow: BucketTimes = NARROW,
+    wide: BucketTimes = WIDE,
+    learn: bool = False,
+    explore_s: float = 0.0,
+    **batching: object,
 ) -> tuple[DynamicBatcher, Runtime, Metrics]:
-    """A started batcher: two one-thread instances and a wide runner of two threads."""
+    """A started batcher: two one-thread instances and a wide runner of two threads, whose
+    per-batch times are these (pinned unless `learn`: the fakes take no time of their own)."""
     cfg = fake_config(name, backend="mode-fake", batching=BatchingConfig(instances=2, **batching))
     rt = RUNTIMES[name] = Runtime()
     wide_cfg = ModeFake.wide_config(cfg, 2)
@@ -170,6 +192,8 @@ def adaptive(
         narrow=narrow,
         wide=wide,
         max_batch_size=cfg.batching.max_batch_size,
+        learn=learn,
+        explore_s=explore_s,
     )
     metrics = Metrics()
     batcher = DynamicBatcher(
@@ -362,4 +386,33 @@ async def test_static_scheduler_takes_whatever_is_queued() -> None:
     assert behaviour.batches == [1, 8]
     assert batcher.describe()["scheduler"] == "static"
     assert mode_batches(metrics, "static-mode", "narrow") == 2
+    await batcher.close()
+
+
+async def test_a_cap_from_a_busy_warm_up_grows_back_while_serving() -> None:
+    # the warm-up says batching saves nothing (cap 1); really a batch of any size takes 3 ms
+    flat = BucketTimes({1: 0.003, 2: 0.006, 4: 0.012, 8: 0.024})
+    batcher, rt, _ = adaptive("learn-cap", flat, learn=True, explore_s=0.2)
+    rt.delay_s = {"narrow": 0.003, "wide": 0.003}
+    assert batcher.describe()["batch_cap"] == {"narrow": 1, "wide": 8}
+    await asyncio.sleep(0.25)  # every size's figure is older than explore_s
+    for _ in range(3):  # queues of 40: the instances try the size above their cap
+        await asyncio.gather(*(batcher.submit(images(v), far()) for v in range(40)))
+    assert ("narrow", 8) in rt.batches and batcher.describe()["batch_cap"]["narrow"] == 8
+    await batcher.close()
+
+
+async def test_a_wide_runner_that_looked_slow_is_tried_again() -> None:
+    slow_wide = BucketTimes({1: 0.050, 2: 0.100, 4: 0.200, 8: 0.400})
+    batcher, rt, _ = adaptive("learn-wide", NARROW, slow_wide, learn=True, explore_s=0.2)
+    rt.delay_s = {"narrow": 0.020, "wide": 0.002}  # really 2 ms, not 50
+    await asyncio.sleep(0.25)
+    for v in range(5):  # one client at a time
+        await batcher.submit(images(v), far())
+    modes = [m for m, _ in rt.batches]
+    # tried once because its figure was old, then chosen on its merit; the instances' own old
+    # figure was tried once too
+    assert modes[0] == "wide" and modes[-2:] == ["wide", "wide"] and modes.count("narrow") <= 1
+    described = batcher.describe()
+    assert isinstance(described["bucket_ms"], dict) and described["bucket_ms"]["wide"][1] < 10
     await batcher.close()

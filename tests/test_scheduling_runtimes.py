@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ async def test_mode_switches_under_load_keep_every_answer(
     assert "ms per batch, by batch size: instance {1: " in caplog.text
 
     batcher = model.require_ready()
-    batcher.schedule = replace(batcher.schedule, narrow=NARROW, wide=WIDE)
+    batcher.retime(NARROW, WIDE, learn=False)
     rng = np.random.default_rng(7)
     pictures = rng.integers(0, 256, (40, CROP, CROP, 3), dtype=np.uint8)
     # the single-request answer: one image alone on one instance, as a static server gives it

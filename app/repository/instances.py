@@ -134,8 +134,8 @@ def build_schedule(
         cores,
         narrow_t.as_ms(),
         wide_t.as_ms(),
-        schedule.narrow_cap,
-        schedule.wide_cap,
+        narrow_t.cap(limit),
+        wide_t.cap(limit),
     )
     assert wide is not None
     return schedule, (wide, executor)
