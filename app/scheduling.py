@@ -22,7 +22,7 @@ the event loop each time a request arrives or a batch ends:
 The times start from the warm-up's (every batch size, on an instance and on the wide runner, in
 turn, the fastest of a few calls) and follow the served batches (`Timings`): a warm-up on a busy
 machine, which can make batching look useless or the wide runner slow, is corrected by the
-first quick batches, and a size or mode not run for a while is tried again once.
+batches that follow, and a size or mode not run for a while is tried again once.
 
 Every batch acquires its runner's tokens (threads) from the model's CoreBudget before it
 starts and gives them back when the backend call returns: the wide runner needs all of them,
@@ -34,6 +34,7 @@ batch size on the same images, bit for bit, and keeps the scheduler static if th
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,11 +54,15 @@ CAP_TOLERANCE = 0.03
 # once TIMED_SECONDS per runner have been spent on that size (a slow batch is timed once).
 TIMED_CALLS = 5
 TIMED_SECONDS = 0.3
-# While serving, each batch of a measured size adds its time: the estimate is the fastest of the
-# last WINDOW (warm-up's first), so a warm-up on a busy machine is corrected by the first quick
-# batches, and a machine that stays slower shows after WINDOW batches. A size not run for
-# EXPLORE_S seconds (the next one above the cap, or a lone batch's other mode) is tried once:
-# estimates of what is never chosen could not be corrected otherwise.
+# While serving, each batch of a measured size adds its time: the estimate is the median of its
+# last WINDOW served batches (the warm-up's figure until it has run). A median, not the
+# fastest: under contention (other processes, the server's own decode threads) the wide runner,
+# whose threads meet at a barrier after every operator, is slowed far more than an instance,
+# and only a central figure shows it; the fastest also favoured the sizes run most often (more
+# draws), which made batching look useless (served on a busy machine: batches of 1.01 on
+# average where the static scheduler formed 7.5). A size not run for EXPLORE_S seconds (the next
+# one above the cap, or a lone batch's other mode) is tried once: what is never chosen could
+# not be corrected otherwise.
 WINDOW = 16
 EXPLORE_S = 10.0
 
@@ -133,14 +138,16 @@ class BucketTimes:
 
 
 class Timings:
-    """One runner's live seconds per batch size: the fastest of the recent batches of each size,
+    """One runner's live seconds per batch size: the median of the recent batches of each size,
     starting from the warm-up's figures (see WINDOW, EXPLORE_S)."""
 
     def __init__(
         self, warm: BucketTimes, learn: bool = True, window: int = WINDOW, now: float = 0.0
     ) -> None:
         self.learn = learn
-        self._samples = {n: deque([t], maxlen=max(1, window)) for n, t in warm.seconds.items()}
+        self._samples: dict[int, deque[float]] = {
+            n: deque(maxlen=max(1, window)) for n in warm.seconds
+        }
         self._refreshed = dict.fromkeys(warm.seconds, now)
         self.times = warm
 
@@ -150,7 +157,7 @@ class Timings:
             return
         self._samples[n].append(seconds)
         self._refreshed[n] = now
-        self.times = BucketTimes({k: min(v) for k, v in self._samples.items()})
+        self.times = BucketTimes({**self.times.seconds, n: statistics.median(self._samples[n])})
 
     def stale(self, n: int, now: float, after_s: float = EXPLORE_S) -> bool:
         """Measured size n has not run for `after_s` seconds (never, for sizes not measured)."""

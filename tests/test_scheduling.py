@@ -73,11 +73,15 @@ def test_the_queue_is_split_over_the_free_instances() -> None:
 
 def test_live_timings_follow_the_served_batches() -> None:
     timings = Timings(BucketTimes({1: 0.030, 2: 0.060}), window=3, now=0.0)
-    timings.observe(1, 0.010, now=5.0)  # a busy warm-up corrected by the first quick batch
+    timings.observe(1, 0.010, now=5.0)  # a busy warm-up: replaced by the served batches
     assert timings.times.seconds == {1: 0.010, 2: 0.060}
+    timings.observe(1, 0.014, now=5.0)
+    assert timings.times.seconds == {1: 0.012, 2: 0.060}
     assert not timings.stale(1, 10.0, after_s=10.0) and timings.stale(2, 10.0, after_s=10.0)
-    for _ in range(3):  # the machine stays slower: the window forgets the quick one
-        timings.observe(1, 0.020, now=6.0)
+    timings.observe(1, 0.5, now=6.0)  # one slow batch among quick ones: the median holds
+    assert timings.times.seconds[1] == 0.014
+    timings.observe(1, 0.020, now=6.0)  # the machine stays slower: the window follows
+    timings.observe(1, 0.020, now=6.0)
     assert timings.times.seconds[1] == 0.020
     timings.observe(3, 0.5, now=7.0)  # not a measured size: ignored
     assert timings.times.sizes == [1, 2]
