@@ -47,8 +47,6 @@ from app.scheduling import (
     Mode,
     Schedule,
     Timings,
-    above,
-    at_least,
     narrow_batch,
     prefers_wide,
 )
@@ -298,6 +296,7 @@ class DynamicBatcher:
         live: dict[str, BucketTimes] = {mode: t.times for mode, t in self._timings.items()}
         return {
             **self.schedule.describe(live or None),
+            "level": {mode: round(t.level, 3) for mode, t in self._timings.items()},
             "cores_in_use": self._budget.in_use,
             "wide_running": bool(self._wide and self._wide.busy),
         }
@@ -416,25 +415,20 @@ class DynamicBatcher:
         explore = self.schedule.explore_s
         wide = self._wide
         if wide is not None and not wide.busy and self._budget.in_use == 0 and n <= limit:
-            # nothing runs: the wide runner, unless the instances finish sooner; each mode's
-            # time for this batch is tried again once it has not run for `explore` seconds
+            # nothing runs: the wide runner, unless the instances finish sooner; a mode that
+            # has not run for `explore` seconds is tried again (its level may be out of date)
             share = math.ceil(n / max(1, len(free)))
             use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
-            if not use_wide and wide_t.stale(at_least(wide_t.times, n), now, explore):
+            if not use_wide and wide_t.stale(now, explore):
                 use_wide = True
-            elif use_wide and free and narrow.stale(at_least(narrow.times, share), now, explore):
+            elif use_wide and free and share == 1 and narrow.stale(now, explore):
                 use_wide = False
             if use_wide:
                 return wide, limit
         if not free:
             return None, 0
         busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
-        size = narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap)
-        share = math.ceil(n / len(free))
-        bigger = above(narrow.times, narrow_cap)
-        if size == narrow_cap and bigger and share >= bigger and narrow.stale(bigger, now, explore):
-            size = bigger  # the cap may be a busy warm-up's: try the next size once in a while
-        return free[0], size
+        return free[0], narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap)
 
     def _times(self, runner: Runner) -> BucketTimes | None:
         timings = self._timings.get(runner.mode)

@@ -20,9 +20,9 @@ the event loop each time a request arrives or a batch ends:
   they can still be answered (`DynamicBatcher._take`).
 
 The times start from the warm-up's (every batch size, on an instance and on the wide runner, in
-turn, the fastest of a few calls) and follow the served batches (`Timings`): a warm-up on a busy
-machine, which can make batching look useless or the wide runner slow, is corrected by the
-batches that follow, and a size or mode not run for a while is tried again once.
+turn, the fastest of a few calls) and follow the served batches (`Timings`): each runner's level
+is learned, so a wide runner slowed by contention loses lone batches to an instance, and a
+mode not run for a while is tried again once.
 
 Every batch acquires its runner's tokens (threads) from the model's CoreBudget before it
 starts and gives them back when the backend call returns: the wide runner needs all of them,
@@ -54,15 +54,16 @@ CAP_TOLERANCE = 0.03
 # once TIMED_SECONDS per runner have been spent on that size (a slow batch is timed once).
 TIMED_CALLS = 5
 TIMED_SECONDS = 0.3
-# While serving, each batch of a measured size adds its time: the estimate is the median of its
-# last WINDOW served batches (the warm-up's figure until it has run). A median, not the
-# fastest: under contention (other processes, the server's own decode threads) the wide runner,
-# whose threads meet at a barrier after every operator, is slowed far more than an instance,
-# and only a central figure shows it; the fastest also favoured the sizes run most often (more
-# draws), which made batching look useless (served on a busy machine: batches of 1.01 on
-# average where the static scheduler formed 7.5). A size not run for EXPLORE_S seconds (the next
-# one above the cap, or a lone batch's other mode) is tried once: what is never chosen could
-# not be corrected otherwise.
+# While serving, each batch's time over the warm-up's figure for its size gives the runner's
+# level: the median of the last WINDOW (1 until a batch ran). Only the level is learned, not the
+# shape across sizes: served batches of different sizes run under different loads (big ones
+# when the queue is long and every core busy, small ones in lulls), so per-size figures would
+# be confounded with the load; served on a busy machine they made batching look useless
+# (batches of 1.01 on average where the static scheduler formed 7.5). A median, not the
+# fastest, so contention shows: the wide runner, whose threads meet at a barrier after every
+# operator, is slowed far more by other processes (or the server's own decoding) than an
+# instance is. A mode not run for EXPLORE_S seconds is tried once for a lone batch: what is
+# never chosen could not be corrected otherwise.
 WINDOW = 16
 EXPLORE_S = 10.0
 
@@ -138,40 +139,33 @@ class BucketTimes:
 
 
 class Timings:
-    """One runner's live seconds per batch size: the median of the recent batches of each size,
-    starting from the warm-up's figures (see WINDOW, EXPLORE_S)."""
+    """One runner's live seconds per batch: the warm-up's figure of each size (their shape: how
+    time grows with the batch, measured with nothing else running) times a level learned from
+    the served batches, the median of their time over the warm-up's for their size (see WINDOW,
+    EXPLORE_S). The batch cap depends on the shape alone."""
 
     def __init__(
         self, warm: BucketTimes, learn: bool = True, window: int = WINDOW, now: float = 0.0
     ) -> None:
         self.learn = learn
-        self._samples: dict[int, deque[float]] = {
-            n: deque(maxlen=max(1, window)) for n in warm.seconds
-        }
-        self._refreshed = dict.fromkeys(warm.seconds, now)
+        self.warm = warm
+        self.level = 1.0
+        self._ratios: deque[float] = deque(maxlen=max(1, window))
+        self._refreshed = now
         self.times = warm
 
     def observe(self, n: int, seconds: float, now: float) -> None:
         """A batch of n images took `seconds` in the backend."""
-        if not self.learn or n not in self._samples or seconds <= 0:
+        if not self.learn or n < 1 or seconds <= 0:
             return
-        self._samples[n].append(seconds)
-        self._refreshed[n] = now
-        self.times = BucketTimes({**self.times.seconds, n: statistics.median(self._samples[n])})
+        self._ratios.append(seconds / self.warm.time(n))
+        self._refreshed = now
+        self.level = statistics.median(self._ratios)
+        self.times = BucketTimes({k: t * self.level for k, t in self.warm.seconds.items()})
 
-    def stale(self, n: int, now: float, after_s: float = EXPLORE_S) -> bool:
-        """Measured size n has not run for `after_s` seconds (never, for sizes not measured)."""
-        return self.learn and n in self._refreshed and now - self._refreshed[n] >= after_s
-
-
-def above(times: BucketTimes, size: int) -> int | None:
-    """The smallest measured batch size above `size`."""
-    return next((s for s in times.sizes if s > size), None)
-
-
-def at_least(times: BucketTimes, size: int) -> int:
-    """The smallest measured batch size holding `size` images (the largest if none does)."""
-    return next((s for s in times.sizes if s >= size), times.sizes[-1])
+    def stale(self, now: float, after_s: float = EXPLORE_S) -> bool:
+        """No batch has run on it for `after_s` seconds."""
+        return self.learn and now - self._refreshed >= after_s
 
 
 def timed(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[float, np.ndarray]:
