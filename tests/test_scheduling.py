@@ -53,6 +53,17 @@ def test_bucket_times_interpolate_and_cap() -> None:
         BucketTimes({})
 
 
+def test_times_from_a_busy_warm_up_are_made_consistent() -> None:
+    busy = BucketTimes({1: 0.099, 2: 0.416, 4: 0.169, 8: 0.250})  # measured, load average 3
+    fixed = busy.plausible()
+    assert fixed.seconds == pytest.approx({1: 0.099, 2: 0.169, 4: 0.169, 8: 0.250})
+    sizes = fixed.sizes
+    for a, b in zip(sizes, sizes[1:], strict=False):
+        assert fixed.seconds[a] <= fixed.seconds[b]  # a bigger batch never takes less
+        assert fixed.per_image(b) <= fixed.per_image(a)  # nor more per image
+    assert NARROW.plausible() == NARROW  # a consistent measurement is kept as it is
+
+
 def test_a_lone_batch_runs_wide_and_a_queue_runs_narrow() -> None:
     assert prefers_wide(1, 2, NARROW, 8, WIDE, 8)  # 11 ms on every core, not 20 on one
     assert prefers_wide(2, 2, NARROW, 8, WIDE, 8) is False  # two instances side by side: 20 ms

@@ -99,10 +99,19 @@ def build_schedule(
         executor.submit(_load_and_warm_up, wide, sizes).result()
         rng = np.random.default_rng(1)
         batch = rng.integers(0, 256, (limit, *backends[0].input_shape()), dtype=np.uint8)
-        (narrow_t, narrow_out), (wide_t, wide_out) = measure(
+        (narrow_raw, narrow_out), (wide_raw, wide_out) = measure(
             [on_thread(executors[0], backends[0]), on_thread(executor, wide)], batch, sizes
         )
         differs = first_difference(narrow_out, wide_out)
+        narrow_t, wide_t = narrow_raw.plausible(), wide_raw.plausible()
+        if (narrow_t, wide_t) != (narrow_raw, wide_raw):
+            log.warning(
+                "scheduler: model %s: the warm-up's times were inconsistent (a busy machine?): "
+                "instance %s, wide %s; using the consistent figures below",
+                config.name,
+                narrow_raw.as_ms(),
+                wide_raw.as_ms(),
+            )
     except Exception as exc:
         differs = f"the wide runner failed: {type(exc).__name__}: {exc}"
         log.warning("scheduler: model %s: %s", config.name, differs)
