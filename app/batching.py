@@ -37,6 +37,7 @@ from app.errors import (
     about_image,
 )
 from app.metrics import ModelTelemetry
+from app.observability.request import RequestRecord, batch_ended, batch_started, current
 from app.preprocess import Batch, EncodedImage
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ class WorkItem:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     first: int = 0  # index of images[0] in its request (a request larger than a batch is split)
     multi: bool = False  # the request holds several images (errors then say which one)
+    # the record of the request it came from (its phase marks, its trace), taken from the task
+    # that submitted it (app/observability/request.py); None outside a request
+    request: RequestRecord | None = field(default_factory=current)
 
     @property
     def size(self) -> int:
@@ -322,7 +326,9 @@ class DynamicBatcher:
             self._busy += 1
             try:
                 taken = await self._fill(taken)
+                started = batch_started(taken)  # each request's queue ends, infer begins
                 await self._execute(loop, backend, executor, taken, reuse)
+                batch_ended(self.model, taken, started)  # and the batch's span, when traced
             finally:
                 self._busy -= 1
                 if not self._queue and not self._busy:

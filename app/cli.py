@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,10 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from app.observability.logs import configure_logging
+
+    configure_logging(settings)  # text or JSON (RESNET_SERVE_LOG_FORMAT), request IDs
     if settings.workers > 1:
         return serve_workers(settings)
     serve(create_app(settings), settings)

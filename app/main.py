@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
+from app.api.http.observe import ObservedFastAPI
 from app.api.http.security import BearerAuth, BodyLimit
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
+from app.observability.observer import Observer
 from app.repository import ModelRepository
 from app.service import DataPlane
 
@@ -74,6 +76,7 @@ def create_app(
         decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        app.state.observer.start()  # the trace exporter, when tracing is configured
         await repository.load_all()
         grpc_server = None
         try:
@@ -92,9 +95,10 @@ def create_app(
             await repository.close()
             decode_pool.shutdown(wait=True)
             app.state.dataplane.close()
+            app.state.observer.stop()  # sends the spans still buffered
             log.info("all models closed")
 
-    app = FastAPI(
+    app = ObservedFastAPI(  # request IDs, Server-Timing, access log, traces: around everything
         title="resnet-serve",
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
@@ -104,6 +108,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
+    app.state.observer = Observer(settings)
     http_api.install(app)
     # outermost last: auth answers before a byte of an unauthorised body is read
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -39,12 +39,16 @@ from app import __version__
 from app.api.errors import CLIENT_CLOSED, status_of
 from app.api.grpc import codec as grpc_codec
 from app.api.grpc.gen import grpc_service_pb2 as pb
+from app.api.grpc.observe import observed
 from app.api.http.repository import refuse_load_parameters
+from app.api.http.trace import check_changeable
 from app.api.http.v2 import input_batch, output_tensors, requested_outputs, resolve
 from app.api.recording import recorded
 from app.api.v2 import schema
 from app.config import Settings
 from app.errors import DeadlineExceeded, InvalidInput, QueueFull, ServeError
+from app.observability.observer import Observer
+from app.observability.request import request_id
 from app.service import ClientGone, DataPlane
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,11 @@ class InferenceService:
     def __init__(self, settings: Settings, state: Any) -> None:
         self.settings = settings
         self.state = state  # the FastAPI app.state: dataplane, repository, draining
+
+    @property
+    def observer(self) -> Observer:
+        # type-ignore reason: as dataplane below; create_app sets observer
+        return self.state.observer  # type: ignore[no-any-return]
 
     @property
     def dataplane(self) -> DataPlane:
@@ -147,7 +156,10 @@ class InferenceService:
                     "the call's deadline passed before its result was ready"
                 ) from None
             return grpc_codec.encode_response(
-                model.name, model.config.version, req.id, output_tensors(model, logits, wanted)
+                model.name,
+                model.config.version,
+                req.id or request_id(),  # none in the message: the call's x-request-id
+                output_tensors(model, logits, wanted),
             )
 
     @staticmethod
@@ -198,6 +210,28 @@ class InferenceService:
         await self.dataplane.repository.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
+    # ------------------------------------------------------------------- trace extension
+    async def trace_setting(self, request: pb.TraceSettingRequest, context: Context) -> Message:
+        """Triton's trace extension (app/api/http/trace.py over HTTP): a call with no setting
+        reads them (tritonclient's get_trace_settings), one with settings changes them; a
+        setting with no value clears it."""
+        traces = self.observer.trace_settings
+        model = request.model_name or None
+        if model is not None:
+            resolve(self.dataplane.repository, model, None)  # 404 for a model not served
+        if not request.settings:
+            current = traces.get(model)
+        else:
+            check_changeable(self.settings)
+            changes = {k: list(v.value) or None for k, v in request.settings.items()}
+            current = traces.update(model, changes)
+        return pb.TraceSettingResponse(
+            settings={
+                k: pb.TraceSettingResponse.SettingValue(value=v if isinstance(v, list) else [v])
+                for k, v in current.items()
+            }
+        )
+
     @staticmethod
     def _check_repository_name(name: str) -> None:
         """This server has one repository, which answers to no name or to "" only."""
@@ -221,6 +255,7 @@ METHODS: dict[str, tuple[str, type[Message]]] = {
     "RepositoryIndex": ("repository_index", pb.RepositoryIndexRequest),
     "RepositoryModelLoad": ("repository_model_load", pb.RepositoryModelLoadRequest),
     "RepositoryModelUnload": ("repository_model_unload", pb.RepositoryModelUnloadRequest),
+    "TraceSetting": ("trace_setting", pb.TraceSettingRequest),
 }
 
 
@@ -246,9 +281,12 @@ def _guarded(name: str, method: Handler, token: bytes | None) -> Handler:
         except ServeError as exc:
             if context.done():  # cancelled or past its deadline: nobody to answer
                 raise asyncio.CancelledError() from exc
-            if isinstance(exc, QueueFull):
+            if isinstance(exc, QueueFull):  # beside the x-request-id already there (observe.py)
                 context.set_trailing_metadata(
-                    (("retry-after", str(max(1, round(exc.retry_after_s)))),)
+                    (
+                        *(context.trailing_metadata() or ()),
+                        ("retry-after", str(max(1, round(exc.retry_after_s)))),
+                    )
                 )
             code = CODES.get(status_of(exc), grpc.StatusCode.INTERNAL)
             await context.abort(code, exc.message)
@@ -265,9 +303,10 @@ def _serialize(message: Message) -> bytes:
 
 def handler(service: InferenceService, token: str | None) -> grpc.GenericRpcHandler:
     secret = f"Bearer {token}".encode() if token else None
+    observer = service.observer
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guarded(name, getattr(service, attr), secret),
+            observed(name, _guarded(name, getattr(service, attr), secret), observer),
             request_deserializer=cls.FromString,
             response_serializer=_serialize,
         )

@@ -21,6 +21,7 @@ from app.api.inputs import b64decode, parse_json
 from app.api.recording import recorded
 from app.api.v2 import codec, schema
 from app.errors import InvalidInput
+from app.observability.request import request_id
 from app.postprocess import softmax
 from app.preprocess import Batch
 from app.repository import ModelRepository, ServedModel
@@ -176,7 +177,10 @@ async def infer(
             model, batch, deadline, disconnected=lambda: wait_for_disconnect(request)
         )
         content, header_length = codec.encode_response(
-            model.name, model.config.version, req.id, output_tensors(model, logits, wanted)
+            model.name,
+            model.config.version,
+            req.id or request_id(),  # none in the body: the request's X-Request-ID
+            output_tensors(model, logits, wanted),
         )
         if header_length is None:
             return Response(content, media_type="application/json")

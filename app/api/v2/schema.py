@@ -37,6 +37,7 @@ EXTENSIONS = [
     "statistics",
     "model_configuration",
     "model_repository",
+    "trace",  # app/api/http/trace.py: the sampler of the OpenTelemetry traces
 ]
 
 
