@@ -15,6 +15,7 @@ from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
 from app.api.http.security import BearerAuth, BodyLimit
+from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
@@ -73,6 +74,7 @@ def create_app(
         decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        app.state.v2 = V2Handler(app.state.dataplane)  # the V2 protocol, HTTP and gRPC
         await repository.load_all()
         grpc_server = None
         try:
