@@ -73,12 +73,13 @@ def create_app(
         repository.decode_source = "config" if settings.decode_threads else "budget"
         decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
-        app.state.dataplane = DataPlane(settings, repository, decode_pool)
-        app.state.v2 = V2Handler(app.state.dataplane)  # the V2 protocol, HTTP and gRPC
+        dataplane = DataPlane(settings, repository, decode_pool)
+        v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
+        app.state.dataplane, app.state.v2 = dataplane, v2
         await repository.load_all()
         grpc_server = None
         try:
-            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
             log.info(
                 "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
             )
@@ -88,7 +89,7 @@ def create_app(
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
             decode_pool.shutdown(wait=True)
-            app.state.dataplane.close()
+            dataplane.close()
             log.info("all models closed")
 
     app = FastAPI(

@@ -107,14 +107,8 @@ class GrpcTransport(Transport[Message]):
 class InferenceService:
     """One method per RPC: (request message, context) -> response message; ServeError out."""
 
-    def __init__(self, settings: Settings, state: Any) -> None:
-        self.settings = settings
-        self.state = state  # the FastAPI app.state: v2 (the handler), set by the lifespan
-
-    @property
-    def v2(self) -> V2Handler:
-        # type-ignore reason: Starlette's app.state is untyped (Any); the lifespan sets v2
-        return self.state.v2  # type: ignore[no-any-return]
+    def __init__(self, v2: V2Handler) -> None:
+        self.v2 = v2
 
     # ------------------------------------------------------------------- server
     async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> Message:
@@ -268,7 +262,7 @@ def max_message_bytes(settings: Settings) -> int:
     return settings.grpc_max_message_bytes or settings.max_body_bytes
 
 
-async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
+async def start(settings: Settings, v2: V2Handler) -> grpc.aio.Server | None:
     """Serve gRPC on settings.grpc_port (0: not at all) in the running event loop. With several
     workers each binds the port with SO_REUSEPORT and the kernel spreads the connections; a
     single process binds it exclusively, so a port already taken is an error at start-up, not
@@ -283,9 +277,7 @@ async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
-    server.add_generic_rpc_handlers(
-        (handler(InferenceService(settings, state), settings.auth_token),)
-    )
+    server.add_generic_rpc_handlers((handler(InferenceService(v2), settings.auth_token),))
     address = f"{settings.host}:{settings.grpc_port}"
     if ":" in settings.host:  # IPv6 literal
         address = f"[{settings.host}]:{settings.grpc_port}"
