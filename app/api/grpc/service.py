@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 ENDPOINT = "v2_grpc_infer"
-# HTTP status of app/api/errors.py -> gRPC status code
+# status of app/api/errors.py (HTTP's numbers) -> gRPC status code
 CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
