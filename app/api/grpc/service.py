@@ -157,10 +157,7 @@ class InferenceService:
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
-                    name=e["name"],
-                    version=e.get("version", ""),
-                    state=e.get("state", ""),
-                    reason=e.get("reason", ""),
+                    name=e.name, version=e.version or "", state=e.state.value, reason=e.reason
                 )
                 for e in entries
             ]

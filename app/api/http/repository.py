@@ -18,6 +18,7 @@ from app.api.http.deps import SettingsDep, V2Dep
 from app.api.inputs import parse_json
 from app.config import Settings
 from app.errors import InvalidInput
+from app.repository import IndexEntry
 
 router = APIRouter(prefix="/v2/repository", tags=["repository"])
 MAX_BODY = 64 * 1024  # these bodies hold a few flags at most
@@ -41,7 +42,7 @@ async def index(request: Request, v2: V2Dep, settings: SettingsDep) -> JSONRespo
     ready = options.get("ready", False)
     if not isinstance(ready, bool):
         raise InvalidInput('"ready" must be true or false')
-    return JSONResponse(v2.index(ready_only=ready))
+    return JSONResponse([index_entry(e) for e in v2.index(ready_only=ready)])
 
 
 @router.post("/models/{name}/load", responses={400: {}, 401: {}, 403: {}, 404: {}, 503: {}})
@@ -61,3 +62,11 @@ async def unload(name: str, request: Request, v2: V2Dep, settings: SettingsDep) 
     await _options(request, settings)
     await v2.unload(name)
     return Response(status_code=200)
+
+
+def index_entry(entry: IndexEntry) -> dict[str, str]:
+    """One index line as Triton's HTTP API writes it (no version for a folder serving none)."""
+    line = {"name": entry.name}
+    if entry.version is not None:
+        line["version"] = entry.version
+    return {**line, "state": entry.state.value, "reason": entry.reason}

@@ -25,7 +25,7 @@ from app.api.v2 import codec, schema
 from app.errors import DeadlineExceeded, InvalidInput
 from app.postprocess import softmax
 from app.preprocess import Batch
-from app.repository import ServedModel
+from app.repository import IndexEntry, ServedModel
 from app.service import DataPlane, Disconnected
 
 Answer = TypeVar("Answer")
@@ -130,7 +130,7 @@ class V2Handler:
             return transport.encode(model, req, output_tensors(model, logits, wanted))
 
     # ------------------------------------------------------------------ repository extension
-    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
         return self.repository.index(ready_only=ready_only)
 
     async def load(self, name: str, parameters: Iterable[str] = ()) -> None:
