@@ -69,8 +69,8 @@ def create_app(
             [m.config for m in repository.all_served()],
             settings.workers,
         )
-        repository.decode_threads = decode_threads
-        repository.decode_source = "config" if settings.decode_threads else "budget"
+        repository.builder.decode_threads = decode_threads
+        repository.builder.decode_source = "config" if settings.decode_threads else "budget"
         decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
         dataplane = DataPlane(settings, repository, decode_pool)

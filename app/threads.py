@@ -164,7 +164,7 @@ def log_process_budget(
     cores: Cores, decode_threads: int, configs: list[ModelConfig], workers: int
 ) -> int:
     """The process's decode pool size (decode_pool_size), logged with the cores it plans for;
-    each model's own budget is planned and logged when it is built (app/repository.py)."""
+    each model's own budget is planned and logged when it is built (app/repository/instances.py)."""
     pool = decode_pool_size(decode_threads, configs, cores.usable, workers)
     quota = "none" if cores.cgroup_quota is None else f"{cores.cgroup_quota:g} CPUs"
     log.info(

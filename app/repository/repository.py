@@ -24,25 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from app.batching import DynamicBatcher
 from app.config import ModelConfig
 from app.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
 from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
-from app.repository.instances import (
-    Instances,
-    close_all,
-    close_quietly,
-    load_instances,
-    return_freed_memory,
-)
+from app.repository.instances import InstanceBuilder, Instances, close_quietly, retire
 from app.repository.state import IndexState, ModelState, ServedModel
-from app.threads import apply, plan, usable_cores
+from app.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +74,17 @@ class ModelRepository:
     ) -> None:
         """`configs` are served at start; `owners` (served name -> folder) ties them to the
         folders of `models_dir` for the repository calls (see `from_directory`).
-        `decode_threads` (the process's decode pool, `decode_source` says where it came from)
-        and `cores` (usable, default: read from the machine) feed the thread budget that every
-        build of a model, at start and at each reload, applies (app/threads.py)."""
+        `cores` (usable, default: read from the machine), `workers` and `decode_threads` (the
+        process's decode pool, `decode_source` says where it came from) go to the builder: the
+        thread budget every build of a model applies, at start and at each reload."""
         self.metrics = metrics
-        self.retry_after_s = retry_after_s
         self.models_dir = models_dir
         self.extra_backends = list(extra_backends or [])
         self.model_control = model_control
         self.workers = workers
-        self.cores = cores or usable_cores().usable
-        self.decode_threads, self.decode_source = decode_threads, decode_source
+        self.builder = InstanceBuilder(
+            cores or usable_cores().usable, workers, retry_after_s, decode_threads, decode_source
+        )
         self.draining = False
         self._telemetry: dict[str, ModelTelemetry] = {}  # name -> its gauges
         self._version_telemetry: dict[tuple[str, str], ModelTelemetry] = {}
@@ -222,49 +214,11 @@ class ModelRepository:
 
     async def _build(self, cfg: ModelConfig) -> Instances:
         """Load, warm up and start one model beside whatever serves now."""
-        if cfg.weights_fallback:
-            log.warning(
-                "model %s serves RANDOM weights (ImageNet weights could not be downloaded at "
-                "export): its predictions are meaningless",
-                cfg.name,
-            )
-        budget = plan(cfg, self.cores, self.workers, self.decode_threads, self.decode_source)
-        cfg = apply(cfg, budget)
-        log.info(
-            "thread budget: model %s: %d instance(s) (%s) x %s inference thread(s) (%s)",
-            cfg.name,
-            budget.instances,
-            budget.source["instances"],
-            budget.inference_threads or "default",
-            budget.source["inference_threads"],
-        )
-        started = time.perf_counter()
-        backends, info, executors = await asyncio.to_thread(load_instances, cfg)
-        batcher = DynamicBatcher(
-            cfg.name,
-            backends,
-            cfg.batching,
+        return await self.builder.build(
+            cfg,
             self._telemetry_of(cfg.name, cfg.version),
-            pad_to_bucket=cfg.pads_to_bucket,
-            retry_after_s=self.retry_after_s,
-            executors=executors,
             on_health_change=lambda: self.publish_ready(cfg.name),
         )
-        batcher.start()
-        seconds = round(time.perf_counter() - started, 3)
-        log.info(
-            "model %s version %s ready in %.1f s: backend %s on %s (%s), providers %s, "
-            "%d instance(s)",
-            cfg.name,
-            cfg.version,
-            seconds,
-            cfg.backend,
-            info.device,
-            cfg.precision,
-            info.providers,
-            len(backends),
-        )
-        return Instances(cfg, backends, batcher, info, seconds, budget)
 
     async def _start(self, model: ServedModel) -> None:
         try:
@@ -277,18 +231,6 @@ class ModelRepository:
         model.attach(built)
         model.telemetry.set_info(built.config.backend, built.info.device, built.info.precision)
         self.publish_ready(model.name)
-
-    async def _retire(self, old: list[Instances]) -> None:
-        """Finish what the old instances accepted, then release them."""
-
-        async def one(instances: Instances) -> None:
-            await instances.batcher.close()
-            await asyncio.to_thread(close_all, instances.backends)
-            instances.backends.clear()
-
-        await asyncio.gather(*(one(o) for o in old))
-        if old:
-            await asyncio.to_thread(return_freed_memory)
 
     def stop_accepting(self) -> None:
         self.begin_drain()
@@ -402,7 +344,7 @@ class ModelRepository:
             finally:
                 self._busy.pop(folder.name, None)
             if self.draining:  # SIGTERM while it was being built
-                await self._retire(built)  # type: ignore[unreachable]  # begin_drain() may run during the awaits above
+                await retire(built)  # type: ignore[unreachable]  # begin_drain() may run during the awaits above
                 raise ModelNotReady("the server is shutting down: nothing is loaded")
             retired = self._switch(folder.name, built)
             self._fingerprints[folder.name] = mark
@@ -412,7 +354,7 @@ class ModelRepository:
                 folder.name,
                 ", ".join(f"{b.config.name} v{b.config.version}" for b in built),
             )
-            await self._retire(retired)
+            await retire(retired)
             return self._folder_index(folder.name)
 
     def _folder_index(self, folder: str) -> list[IndexEntry]:
@@ -434,7 +376,7 @@ class ModelRepository:
                 except Exception as exc:
                     raise ValueError(f"{cfg_name}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
-            await self._retire(built)
+            await retire(built)
             raise
         return built
 
@@ -504,7 +446,7 @@ class ModelRepository:
                     self.publish_ready(n)
                     if n not in self.models:  # free the name for another folder to serve
                         self.owner.pop(n, None)
-                await self._retire(retired)
+                await retire(retired)
             finally:
                 self._busy.pop(folder, None)
             self._fingerprints.pop(folder, None)
