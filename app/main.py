@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -71,9 +70,8 @@ def create_app(
         )
         repository.builder.decode_threads = decode_threads
         repository.builder.decode_source = "config" if settings.decode_threads else "budget"
-        decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
-        dataplane = DataPlane(settings, repository, decode_pool)
+        dataplane = DataPlane(settings, repository, decode_threads)
         v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
         app.state.dataplane, app.state.v2 = dataplane, v2
         await repository.load_all()
@@ -88,7 +86,6 @@ def create_app(
             repository.begin_drain()  # not ready from here; gRPC answers its accepted calls
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
-            decode_pool.shutdown(wait=True)
             dataplane.close()
             log.info("all models closed")
 

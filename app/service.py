@@ -71,15 +71,14 @@ def lower_thread_priority() -> None:
 
 
 class DataPlane:
-    def __init__(
-        self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor
-    ):
+    def __init__(self, settings: Settings, repository: ModelRepository, decode_threads: int):
+        """`decode_threads`: the decode pool's size in force (settings.decode_threads, or the
+        thread budget's when that is 0); the decode gate is sized from it too."""
         self.settings = settings
         self.repository = repository
-        self.decode_pool = decode_pool
+        self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self.decode_limits = DecodeLimits.from_settings(settings)
-        # sized by the pool in force (settings.decode_threads may be 0: from the thread budget)
-        self.decode_gate = DecodeGate(settings, decode_pool._max_workers)
+        self.decode_gate = DecodeGate(settings, decode_threads)
         # Costly images decode in threads of their own (as many as the gate's costly slots),
         # at a lower CPU priority: they never take a decode thread from cheap images (a pool
         # of one, the budget's default up to 7 cores, has no half to spare), and where both
@@ -91,7 +90,8 @@ class DataPlane:
         )
 
     def close(self) -> None:
-        """Stop the costly images' threads (the decode pool is the caller's)."""
+        """Stop the decode threads (after the requests that use them are answered)."""
+        self.decode_pool.shutdown(wait=True)
         self.costly_pool.shutdown(wait=True)
 
     def model(self, name: str) -> ServedModel:
