@@ -36,19 +36,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.backends import known_backend
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-# Where each backend keeps its inference-thread count: (section of ModelConfig, field).
-THREAD_OPTIONS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime", "intra_op_threads"),
-    "torchscript": ("torch", "threads"),
-    "eager": ("torch", "threads"),
-    "openvino": ("openvino", "threads"),
-}
 
 
 @dataclass(frozen=True)
@@ -103,6 +96,13 @@ def usable_cores(root: Path = CGROUP_ROOT) -> Cores:
     return Cores(max(1, usable), affinity, quota)
 
 
+def thread_option(config: ModelConfig) -> tuple[str, str] | None:
+    """Where the model's backend keeps its inference-thread count (Backend.thread_option);
+    None for a backend without one, or one that cannot be had here."""
+    cls = known_backend(config.backend)
+    return cls.thread_option if cls is not None else None
+
+
 def cpu_instances(cores: int) -> int:
     return max(1, min(cores, max(2, cores // 8)))
 
@@ -123,7 +123,7 @@ def plan(
     else:
         instances = 1 if config.is_cuda else cpu_instances(per_process)
         source["instances"] = "budget"
-    option = THREAD_OPTIONS.get(config.backend)
+    option = thread_option(config)
     if option is None:
         threads, source["inference_threads"] = 0, "backend has no thread option"
     elif getattr(getattr(config, option[0]), option[1]):
@@ -142,7 +142,7 @@ def apply(config: ModelConfig, budget: ThreadBudget) -> ModelConfig:
     update: dict[str, Any] = {
         "batching": config.batching.model_copy(update={"instances": budget.instances})
     }
-    option = THREAD_OPTIONS.get(config.backend)
+    option = thread_option(config)
     if option is not None and budget.inference_threads:
         section, field = option
         update[section] = getattr(config, section).model_copy(

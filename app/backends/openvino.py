@@ -81,6 +81,7 @@ def openvino_unavailable(precision: str, device: str) -> str | None:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    thread_option = ("openvino", "threads")
     # Triton's OpenVINO backend: model config `backend: "openvino"`, metadata platform "openvino"
     platform = "openvino"
     supported_precisions = ("fp32", "bf16", "int8")

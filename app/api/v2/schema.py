@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.backends import Backend, backend_class
+from app.backends import Backend, known_backend
 from app.batching import bucket_sizes
 from app.config import ModelConfig
 from app.metrics import ModelStats
@@ -42,12 +42,9 @@ EXTENSIONS = [
 
 def backend_of(cfg: ModelConfig) -> type[Backend] | None:
     """The class of the model's backend, which knows its platform name and its files; None
-    when it cannot be had (an unknown name, a plugin that does not import): such a model
-    failed to load and says why, and its metadata still answers."""
-    try:
-        return backend_class(cfg.backend)
-    except Exception:
-        return None
+    when it cannot be had: such a model failed to load and says why, and its metadata still
+    answers."""
+    return known_backend(cfg.backend)
 
 
 def platform(cfg: ModelConfig) -> str:
