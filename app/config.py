@@ -202,6 +202,19 @@ class BatchingConfig(BaseModel):
         "ever seen cold. Default: on for CUDA devices, off on CPU.",
     )
 
+    def bucket_sizes(self) -> list[int]:
+        """The batch sizes every instance is warmed up at (and padded to, with pad_to_bucket):
+        powers of two up to max_batch_size, and max_batch_size itself."""
+        sizes, n = [], 1
+        while n < self.max_batch_size:
+            sizes.append(n)
+            n *= 2
+        return sizes + [self.max_batch_size]
+
+    def bucket_for(self, n: int) -> int:
+        """The smallest bucket that holds `n` images."""
+        return next(b for b in self.bucket_sizes() if b >= n)
+
 
 class PreprocessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

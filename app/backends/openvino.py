@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from app.backends.base import Backend, BackendInfo
-from app.batching import bucket_sizes
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ class OpenVinoBackend(Backend):
             if opts.threads:
                 properties["INFERENCE_NUM_THREADS"] = opts.threads * instances
         if opts.batch_shapes == "buckets":
-            self._buckets = bucket_sizes(cfg.batching.max_batch_size)
+            self._buckets = cfg.batching.bucket_sizes()
         shapes = self._buckets or [0]
         if opts.performance_hint == "THROUGHPUT":
             # the file's identity too: a reload of a file rewritten in place (new weights) must

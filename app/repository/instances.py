@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.backends import Backend, BackendInfo, create_backend
-from app.batching import DynamicBatcher, bucket_sizes, instance_executor
+from app.batching import DynamicBatcher, instance_executor
 from app.config import ModelConfig
 from app.metrics import ModelTelemetry
 from app.placement import instance_configs
@@ -116,7 +116,7 @@ def load_instances(
     other per-thread state, then serve the batches instead of being recorded again)."""
     backends: list[Backend] = []
     executors: list[ThreadPoolExecutor] = []
-    sizes = bucket_sizes(config.batching.max_batch_size)
+    sizes = config.batching.bucket_sizes()
     try:
         for i, instance in enumerate(instance_configs(config)):
             executor = instance_executor(config.name, i)

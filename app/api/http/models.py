@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.http.deps import RepositoryDep
-from app.batching import bucket_sizes
 from app.repository import ModelState, ServedModel
 
 router = APIRouter(tags=["models"])
@@ -57,7 +56,7 @@ def describe(model: ServedModel) -> dict[str, Any]:
         "batching": {
             **cfg.batching.model_dump(),
             "pad_to_bucket": cfg.pads_to_bucket,
-            "warmed_batch_sizes": bucket_sizes(cfg.batching.max_batch_size),
+            "warmed_batch_sizes": cfg.batching.bucket_sizes(),
             "queue_depth": model.batcher.queue_depth if model.batcher else 0,
         },
         "details": info.details if info else {},

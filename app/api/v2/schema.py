@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from app.backends import Backend, known_backend
-from app.batching import bucket_sizes
 from app.config import ModelConfig
 from app.metrics import ModelStats
 from app.repository import ServedModel
@@ -133,7 +132,7 @@ def model_config(
         "batch_input": [],
         "batch_output": [],
         "dynamic_batching": {
-            "preferred_batch_size": bucket_sizes(b.max_batch_size) if cfg.pads_to_bucket else [],
+            "preferred_batch_size": b.bucket_sizes() if cfg.pads_to_bucket else [],
             "max_queue_delay_microseconds": int(b.max_queue_delay_ms * 1000),
             "preserve_ordering": False,
             "priority_levels": 0,
