@@ -1,7 +1,8 @@
 """Settings: the server's (environment, prefix RESNET_SERVE_) and each model's (config.json).
 
 Nothing here is read at import time: `Settings()` is built by the CLI or by a test and passed
-down; `load_model_configs()` reads a model repository when the app starts.
+down; the model repository on disk is read by app.model_folders (which builds on this module;
+nothing here imports it).
 """
 
 from __future__ import annotations
@@ -447,14 +448,3 @@ def read_model_config(directory: Path) -> ModelConfig:
     cfg = ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
     cfg.directory = directory
     return cfg
-
-
-def load_model_configs(
-    models_dir: Path, extra_backends: list[str] | None = None
-) -> list[ModelConfig]:
-    """Every model to serve from a repository: each folder's config (or its served version
-    folders), its variants, and one copy per extra backend asked for (named <model>-<backend>).
-    The folder rules live in app.model_folders (imported here: it builds on this module)."""
-    from app.model_folders import scan
-
-    return [c for configs in scan(models_dir, extra_backends).values() for c in configs]
