@@ -66,10 +66,10 @@ async def classify(
 ) -> Response:
     model = dataplane.model(name)  # 404 before reading a byte of the body
     with recorded(model.telemetry, "classify"):
-        dataplane.check_top_k(top_k)
-        images = await read_images(request, settings)
+        dataplane.check_top_k(top_k)  # early (classify checks it too): before the upload is read
+        images = await read_images(request, settings, dataplane)
         results = await dataplane.classify(
-            name, images, top_k, timeout_ms, disconnected=lambda: wait_for_disconnect(request)
+            model, images, top_k, timeout_ms, disconnected=lambda: wait_for_disconnect(request)
         )
         return JSONResponse(
             {
