@@ -8,23 +8,15 @@ divided by `workers` when several server processes share the port):
 
 - a model on the CPU: instances = min(C, max(2, C // 8)); inference threads per instance =
   C // instances. So 2 instances of C/2 threads up to 16 cores, then one instance per 8 cores.
-  Measured on 2 cores (AVX-512, ResNet-50 int8, one JPEG per request, ONNX Runtime): 2
-  instances x 1 thread served about 10 % more than 1 instance x 2 threads, because one
-  instance's batch is formed and its outputs answered while the other computes, and one
-  thread per instance never waits on a pool barrier. Above 16 cores the figure of 8 threads
-  per instance follows OpenVINO's own throughput-streams sizing and ONNX Runtime's advice of
-  not scaling one intra-op pool far beyond a socket's few memory channels; not measured here.
 - a model on a GPU: the configured instances (default 1) and 1 inference thread each (the CPU
   only feeds the GPU; ONNX Runtime's CPU fallback then also stays at one thread).
 - decode threads (per process, shared by every model): max(1, C // 4) when any model infers on
-  the CPU, else C. Decoding and resizing a 500x375 JPEG costs about 2 ms of one core, about a
-  fifth of the CPU time of a served ResNet-50 int8 image, so a quarter of the cores' worth of
-  decode threads keeps the inference threads fed; decode threads sleep when no image waits,
-  whereas the inference threads are all busy under load. On GPU servers decoding is the CPU's
-  only job.
+  the CPU, else C (on GPU servers decoding is the CPU's only job).
 
 Each model's budget assumes it is the one under load: a server that loads several models at
-once on the CPU should set `instances` and the threads per model in config.json.
+once on the CPU should set `instances` and the threads per model in config.json. Where a
+backend keeps its thread count is the backend's own fact (Backend.thread_option). Why these
+figures, and what they were measured on: docs/design-notes.md, "Thread budgets".
 """
 
 from __future__ import annotations

@@ -20,10 +20,8 @@ model share one compiled model with one stream per instance (NUM_STREAMS = insta
 the thread budget's threads per instance) and each instance owns one synchronous infer request,
 since the batcher gives an instance one batch at a time: one copy of the weights for all. The
 alternative, LATENCY, compiles one single-stream model per instance. Batch shapes: one compiled
-model with a dynamic batch axis (default) or one per warmed batch size, padded up. Both
-defaults come from interleaved A/B runs in one process (docs/benchmarks.md, "OpenVINO design
-choices"): the shared THROUGHPUT model served 1.10-1.14x the separate LATENCY ones, and the
-dynamic batch 1.18x the padded buckets, on ResNet-50 int8, both measured under load.
+model with a dynamic batch axis (default) or one per warmed batch size, padded up. Why
+these defaults (A/B runs): docs/benchmarks.md, "Design choices of the OpenVINO backend".
 """
 
 from __future__ import annotations
