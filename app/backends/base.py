@@ -1,6 +1,6 @@
-"""The one interface every backend implements. Backends import app.config, and the torch ones
-app.backends.torch.models (the torch helpers export shares); nothing above the batcher, nothing
-of HTTP.
+"""The one interface every backend implements. Backends import only app.backends and the
+foundation below them (app.config, app.errors, app.preprocess): nothing of the batcher, the
+repository, the data plane or the adapters (tests/test_layout.py).
 
 A backend owns one loaded model on one device and runs whole batches: uint8 NHWC in, float32
 logits out (first axis is the batch). It normalises on its own device, in its own precision.
