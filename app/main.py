@@ -16,6 +16,7 @@ from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
 from app.api.http.security import BearerAuth, BodyLimit
+from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
@@ -73,11 +74,13 @@ def create_app(
         repository.decode_source = "config" if settings.decode_threads else "budget"
         decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         app.state.repository = repository
-        app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        dataplane = DataPlane(settings, repository, decode_pool)
+        v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
+        app.state.dataplane, app.state.v2 = dataplane, v2
         await repository.load_all()
         grpc_server = None
         try:
-            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
             # warning level, so it shows at every log level: one line per process and start,
             # which is how a supervisor (or benchmarks/gpu_check.sh) counts the ready workers
             log.warning(
@@ -91,7 +94,7 @@ def create_app(
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
             decode_pool.shutdown(wait=True)
-            app.state.dataplane.close()
+            dataplane.close()
             log.info("all models closed")
 
     app = FastAPI(

@@ -1,5 +1,6 @@
 """Reading request bodies within limits: size (413), content type (415), multipart parts,
-base64 JSON. Shared by every route that takes images; the parsing itself is app.api.inputs."""
+base64 JSON; and noticing the client hang up once the body is read. Shared by every route that
+takes images; the parsing itself is app.api.inputs."""
 
 from __future__ import annotations
 
@@ -90,3 +91,11 @@ async def _multipart_images(request: Request, settings: Settings) -> list[bytes]
         return out
     finally:
         await form.close()
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Completes when the client hangs up (the body has been read before this is awaited)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

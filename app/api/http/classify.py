@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.http.body import read_images
+from app.api.http.body import read_images, wait_for_disconnect
 from app.api.http.deps import DataPlaneDep, SettingsDep
 from app.api.recording import recorded
 
@@ -39,14 +39,6 @@ OPENAPI_BODY: dict[str, Any] = {
         },
     }
 }
-
-
-async def wait_for_disconnect(request: Request) -> None:
-    """Completes when the client hangs up (the body has been read before this is awaited)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 @router.post(
