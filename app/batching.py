@@ -67,6 +67,7 @@ class BatchResult:
     input_ns: int
     infer_ns: int
     errors: dict[int, Exception] = field(default_factory=dict)  # batch row -> its own error
+    decode_fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> images (GPU decode)
 
 
 def _run_encoded(backend: Backend, parts: list[Batch], pad_to: int) -> BatchResult:
@@ -78,7 +79,8 @@ def _run_encoded(backend: Backend, parts: list[Batch], pad_to: int) -> BatchResu
     t1 = time.perf_counter_ns()
     logits, errors = backend.infer_encoded(images, pad_to)
     t2 = time.perf_counter_ns()
-    return BatchResult(logits[: len(images)], t1 - t0, t2 - t1, errors)
+    fallbacks = backend.take_decode_fallbacks()
+    return BatchResult(logits[: len(images)], t1 - t0, t2 - t1, errors, fallbacks)
 
 
 def _run_batch(
@@ -366,6 +368,8 @@ class DynamicBatcher:
             time.perf_counter_ns() - t_out,
             int(time.time() * 1000),
         )
+        for reason, images in result.decode_fallbacks.items():
+            self.telemetry.decode_fallback(reason, images)
 
     def _fail(self, items: list[WorkItem], error: InferenceError) -> None:
         """The whole batch failed: each of its requests gets the error, no other request."""

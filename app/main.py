@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -78,8 +79,12 @@ def create_app(
         grpc_server = None
         try:
             grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
-            log.info(
-                "ready: %s", ", ".join(f"{m.name} ({m.state})" for m in repository.models.values())
+            # warning level, so it shows at every log level: one line per process and start,
+            # which is how a supervisor (or benchmarks/gpu_check.sh) counts the ready workers
+            log.warning(
+                "ready (pid %d): %s",
+                os.getpid(),
+                ", ".join(f"{m.name} ({m.state})" for m in repository.models.values()),
             )
             yield
         finally:

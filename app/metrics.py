@@ -102,6 +102,14 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        self.gpu_decode_fallbacks = Counter(
+            f"{PREFIX}_gpu_decode_fallbacks",
+            "Images a model with input.decode 'gpu' decoded on the CPU instead: decoder_failed "
+            "(nvJPEG decoded no image of the batch) or image_rejected (nvJPEG rejected that "
+            "image alone).",
+            ["model", "reason"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth",
             "Requests waiting in the batch queue.",
@@ -211,6 +219,9 @@ class ModelTelemetry:
 
     def rejected(self, reason: str) -> None:
         self.metrics.rejected.labels(self.model, reason).inc()
+
+    def decode_fallback(self, reason: str, images: int) -> None:
+        self.metrics.gpu_decode_fallbacks.labels(self.model, reason).inc(images)
 
     def request_done(self, endpoint: str, code: int, seconds: float) -> None:
         self.metrics.requests.labels(self.model, endpoint, str(code)).inc()

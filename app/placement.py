@@ -29,6 +29,7 @@ def instance_devices(
     """The device of each of config.batching.instances, in order."""
     n = config.batching.instances
     if not config.devices:
+        _check_compile_mode(config, n)
         return [config.device] * n
     if config.devices == "all":
         count = device_count()
@@ -40,6 +41,7 @@ def instance_devices(
     else:
         pool = list(config.devices)
     placed = [pool[i % len(pool)] for i in range(n)]
+    _check_compile_mode(config, len(placed))
     if config.input.decode == "gpu" and len(set(placed)) > 1:
         raise RuntimeError(
             f"model {config.name!r}: input.decode 'gpu' keeps every instance on one GPU "
@@ -47,6 +49,20 @@ def instance_devices(
             f"{', '.join(sorted(set(placed)))}; run one server per GPU instead"
         )
     return placed
+
+
+def _check_compile_mode(config: ModelConfig, instances: int) -> None:
+    """torch.compile's reduce-overhead mode records CUDA graphs through CUDA graph trees, whose
+    state assumes one Python thread: each instance loads and runs on its own thread, and with
+    two or more the second fails on torch 2.11 (pytorch/pytorch#123177, still open upstream).
+    Refused with the way out rather than failing at the first batch."""
+    if config.torch.compile and config.torch.compile_mode == "reduce-overhead" and instances > 1:
+        raise RuntimeError(
+            f"model {config.name!r}: torch.compile mode 'reduce-overhead' (CUDA graphs) runs in "
+            f"one instance per process, but {instances} instances are asked for (CUDA graph "
+            "trees are not thread-safe: pytorch/pytorch#123177); set batching.instances to 1 "
+            "and scale with --workers, or use compile_mode 'default' with several instances"
+        )
 
 
 def instance_configs(

@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_check_report.py OUT [--dry 1]
 
-Reads env.json, steps.tsv, tests.xml, decode.json, logs/dmon.log, pipeline_*.json and
+Reads env.json, steps.tsv (name, exit status, seconds, box: the prepare step's box is 0, it
+runs beside the tests), tests.xml, decode.json, logs/dmon.log, pipeline_*.json and
 served-<label>-c<N>.json (one per bench client process; their img/s add up, p50 is their
 median, p99 their maximum). Missing files make "not run" rows, never an error.
 """
@@ -151,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
             f"TensorRT: {env.get('tensorrt', '?')}",
         )
     )
+    prep = st.get("prepare")
+    rows.append(
+        (
+            "0 prepared images, model",
+            status(prep),
+            f"{prep['seconds']} s on the CPU, beside the tests" if prep else "",
+        )
+    )
     rows.append(("1 GPU tests", tests(out), status(st.get("tests"))))
 
     decode = read_json(out / "decode.json") or {}
@@ -177,10 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
-    for kind in ("eager", "compiled", "processes"):
+    pipelines = {"eager": 3, "processes": 5, "compiled": 6}  # the check's step numbers
+    pipeline_rows: dict[int, list[tuple[str, str, str]]] = {}
+    for kind, number in pipelines.items():
         data = read_json(out / f"pipeline_{kind}.json")
+        rows_of_kind = pipeline_rows.setdefault(number, [])
         if not data:
-            rows.append((f"3 pipeline {kind}", "not run", status(st.get(f"pipeline_{kind}"))))
+            rows_of_kind.append(
+                (f"{number} pipeline {kind}", "not run", status(st.get(f"pipeline_{kind}")))
+            )
             continue
         for r in data.get("results", []):
             if "batch" not in r:
@@ -195,19 +209,21 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in r.items()
                 if k.startswith("model_")
             ]
-            rows.append(
+            rows_of_kind.append(
                 (
-                    f"3 pipeline {kind} bs {r['batch']}",
+                    f"{number} pipeline {kind} bs {r['batch']}"
+                    + (" (cut short)" if r.get("partial") else ""),
                     "nvJPEG+model img/s: " + ", ".join(cells),
                     "model alone: " + ", ".join(models),
                 )
             )
+    rows += pipeline_rows[3]
 
     figures = served(out)
     for label, fig in figures.items():
         target = TARGET_PIXELS if label.startswith("pixels") else TARGET_JPEG
         what = "V2 uint8, 32/request" if label.startswith("pixels") else "one JPEG/request"
-        workers = label.rsplit("-w", 1)[-1]
+        workers = label.rsplit("-w", 1)[-1].split("-")[0]  # jpeg-w8-clients8: 8
         ok = fig["images_per_s"] >= target and (fig["p99_ms"] or 1e9) <= TARGET_P99_MS
         rows.append(
             (
@@ -225,16 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     elif st.get("served", {}).get("rc") not in (None, "0"):
         rows.append(("4 served", "incomplete", status(st.get("served"))))
 
+    rows += pipeline_rows[5] + pipeline_rows[6]
+
     ort = read_json(out / "ort_inprocess.json")
     if env.get("onnxruntime_gpu") != "installed":
-        rows.append(("5 onnxruntime-gpu", "not installed", "see docs/gpu.md"))
+        rows.append(("7 onnxruntime-gpu", "not installed", "see docs/gpu.md"))
     elif not ort:
-        rows.append(("5 onnxruntime-gpu", "no figures", status(st.get("ort"))))
+        rows.append(("7 onnxruntime-gpu", "no figures", status(st.get("ort"))))
     else:
         for r in ort.get("steps", []):
             rows.append(
                 (
-                    f"5 onnxruntime-gpu fp16 bs {r.get('batch_size')}",
+                    f"7 onnxruntime-gpu fp16 bs {r.get('batch_size')}",
                     f"{fmt(r.get('images_per_s'))} img/s (in-process, uint8 in)",
                     f"p50 {fmt(r.get('p50_ms'), ' ms')}",
                 )

@@ -18,7 +18,6 @@ Whether the hardware JPEG engine ran cannot be read from torchvision; gpu_check.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -42,11 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--race-size", type=int, nargs=2, default=[4000, 3000], metavar=("W", "H"))
     p.add_argument("--race-images", type=int, default=16)
     p.add_argument("--small", action="store_true", help="tiny sizes (a plumbing check)")
+    p.add_argument("--images", type=Path, help="JPEGs to time (gpu_images.py's small/)")
+    p.add_argument("--race-dir", type=Path, help="photos for the race (gpu_images.py's race/)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
 
     import torch
-    from gpu_pipeline import synthetic_jpegs
+    from gpu_images import load_folder
+    from gpu_pipeline import synthetic_jpegs, write_json
     from torchvision.io import ImageReadMode, decode_jpeg
 
     import app.backends.torch.gpu_decode as gd
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         return calls * per_call / (time.perf_counter() - start)
 
-    jpegs = synthetic_jpegs(64)
+    jpegs = load_folder(args.images) if args.images else synthetic_jpegs(64)
     encoded = [inspect(d, cfg, 1 << 40) for d in jpegs]
     report: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         # type-ignore reason: report is a dict of mixed values; 'decode' holds a list
         report["decode"].append(row)  # type: ignore[attr-defined]
+        if args.json:  # each row as it comes: a step cut short keeps what it measured
+            write_json(args.json, report)
         print(
             f"batch {bs}: decode {decode_only:,.0f} img/s, decode+crop+resize {full:,.0f} img/s, "
             f"resize batched {together:,.0f} vs per image {apart:,.0f} img/s",
@@ -127,9 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     # the stream race: many chunks must give the pixels of one
-    w, h = args.race_size
-    photos = synthetic_jpegs(args.race_images, (w, h))
+    photos = (
+        load_folder(args.race_dir)
+        if args.race_dir
+        else synthetic_jpegs(args.race_images, tuple(args.race_size))
+    )
     images = [inspect(d, cfg, 1 << 40) for d in photos]
+    w, h = images[0].width, images[0].height
     total = sum(im.width * im.height for im in images)
     budget = gd.DECODE_CHUNK_PIXELS if not args.small else max(1, total // 3)
     chunks = len(gd._chunks(images, budget))
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0 if mismatches == 0 else 1
 
 

@@ -39,11 +39,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def synthetic_jpegs(count: int, size: tuple[int, int] = (500, 375)) -> list[bytes]:
+def synthetic_jpegs(
+    count: int, size: tuple[int, int] = (500, 375), first_seed: int = 0
+) -> list[bytes]:
+    """`count` photo-like JPEGs, deterministic: seeds first_seed .. first_seed + count - 1."""
     from PIL import Image, ImageDraw, ImageFilter
 
     out = []
-    for seed in range(count):
+    for seed in range(first_seed, first_seed + count):
         rng = np.random.default_rng(seed)
         w, h = size
         y, x = np.mgrid[0:h, 0:w]
@@ -63,6 +66,13 @@ def synthetic_jpegs(count: int, size: tuple[int, int] = (500, 375)) -> list[byte
         Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
     return out
+
+
+def write_json(path: Path, data: object) -> None:
+    """Replace path with data at once (a reader never sees half a file)."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data, indent=2) + "\n")
+    part.replace(path)
 
 
 def load_jpegs(folder: Path, limit: int) -> list[bytes]:
@@ -136,7 +146,11 @@ def _process_worker(settings: dict, bs: int, ready, start, stop, results) -> Non
     from app.preprocess import inspect
 
     cfg = PreprocessConfig(resize=settings["resize"], crop=settings["crop"], decode="gpu")
-    datas = synthetic_jpegs(settings["num_images"])
+    datas = (
+        load_jpegs(Path(settings["images"]), settings["num_images"])
+        if settings.get("images")
+        else synthetic_jpegs(settings["num_images"])
+    )
     encoded = [inspect(d, cfg, 1 << 40) for d in datas]
     batch = [encoded[i % len(encoded)] for i in range(bs)]
     torch.manual_seed(0)
@@ -276,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, object]] = []
     stream = torch.cuda.Stream(device) if cuda else None
 
+    def emit(partial: dict[str, object] | None = None) -> None:
+        """Rewrite --json with every figure so far (a step cut short keeps what it measured)."""
+        if args.json:
+            rows = results + ([{**partial, "partial": True}] if partial else [])
+            write_json(
+                args.json,
+                {"device": name, "arch": args.arch, "precision": precision, "results": rows},
+            )
+
     def batch_of(n: int) -> list[EncodedImage]:
         return [encoded[i % len(encoded)] for i in range(n)]
 
@@ -291,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 decode_batch(batch, cfg, device, bs)
 
         row["decode_resize"] = timed(decode_only, bs, sync, args.seconds, args.warmup)
+        emit(row)
         x = torch.randint(0, 256, (bs, args.crop, args.crop, 3), dtype=torch.uint8, device=device)
         for label, mod in modules.items():
 
@@ -299,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                     mod(x)
 
             row[f"model_{label}"] = timed(model_only, bs, sync, args.seconds, args.warmup)
+            emit(row)
             runner = TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
             row[f"pipeline_{label}"] = timed(
                 functools.partial(runner.run_encoded, batch, bs),
@@ -307,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seconds,
                 args.warmup,
             )
+            emit(row)
             for n in (i for i in args.instances if i > 1):
                 runners = [
                     TorchRunner(mod, str(device), bs, (args.crop, args.crop, 3), cfg)
@@ -315,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"pipeline_{label}_x{n}"] = threaded(
                     runners, batch, bs, args.seconds, args.warmup
                 )
+                emit(row)
             for n in (i for i in args.processes if i > 1):
                 settings = {
                     "arch": args.arch,
@@ -325,11 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                     "num_images": min(args.num_images, 64),
                     "warmup": args.warmup,
                     "compiled": label == "compiled",
+                    "images": str(args.images) if args.images else None,
                 }
                 row[f"pipeline_{label}_{n}proc"] = multiprocess(
                     settings, n, bs, max(args.seconds, 0.5), args.process_timeout
                 )
+                emit(row)
         results.append(row)
+        emit()
         print(
             "  ".join(
                 f"{k} {v:,.0f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
@@ -347,14 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"CPU baseline (Pillow decode + resize + crop, 1 thread): {cpu:,.0f} img/s")
         results.append({"cpu_pillow_one_thread": cpu})
 
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"device": name, "arch": args.arch, "precision": precision, "results": results},
-                indent=2,
-            )
-            + "\n"
-        )
+    emit()
     return 0
 
 

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import tarfile
 import tomllib
 from pathlib import Path
 
@@ -129,6 +130,7 @@ def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "OUT": str(out),
+        "WORK": str(tmp_path / "work"),
         "PYTHON": sys.executable,
         "PORT": str(free_port()),
         "PYTHONPATH": str(ROOT),
@@ -145,6 +147,7 @@ def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
     assert "GPU check (DRY RUN" in run.stdout
     summary = json.loads((out / "gpu_check.json").read_text())
     assert {k: v["rc"] for k, v in summary["steps"].items()} == {
+        "prepare": "0",
         "tests": "0",
         "decode": "0",
         "pipeline_eager": "0",
@@ -157,3 +160,21 @@ def test_dry_run_checks_its_own_plumbing(tmp_path: Path) -> None:
     assert all(s["images_per_s"] > 0 and s["errors"] == 0 for s in summary["served"].values())
     assert "tests collected" in summary["tests"]
     held.close()
+    returned_within_the_device_limits(out)
+    # the archive holds every step's JSON and log
+    with tarfile.open(out / "gpu_check.tgz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert {"decode.json", "pipeline_eager.json", "steps.tsv", "env.json"} <= names, names
+    assert {"tests.log", "decode.log", "server-w1.log", "prepare.log"} <= names, names
+    assert (out / "gpu_check.txt").read_text().startswith("\nGPU check (DRY RUN")
+
+
+def returned_within_the_device_limits(out: Path) -> None:
+    """What the device tool brings back from $OUT: at most 8 files of at most 16 MiB (64 MiB
+    together), no deeper than two folders, names of letters, digits, '.', '_' and '-'. The
+    check keeps three files there, far below: a larger or busier run must still fit."""
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert sorted(p.name for p in files) == ["gpu_check.json", "gpu_check.tgz", "gpu_check.txt"]
+    assert all(p.stat().st_size < 4 * 2**20 for p in files), [p.stat().st_size for p in files]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files)

@@ -34,6 +34,19 @@ def test_all_visible_gpus() -> None:
         instance_devices(c, lambda: 0)
 
 
+def test_reduce_overhead_runs_in_one_instance_per_process() -> None:
+    """CUDA graph trees assume one thread; each instance runs on its own: refused at load,
+    with the way out, instead of a failed first batch (torch 2.11)."""
+    ro = {"compile": True, "compile_mode": "reduce-overhead"}
+    assert instance_devices(cfg(1, device="cuda", backend="eager", torch=ro)) == ["cuda:0"]
+    with pytest.raises(RuntimeError, match="reduce-overhead.*2 instances.*--workers"):
+        instance_devices(cfg(2, device="cuda", backend="eager", torch=ro))
+    with pytest.raises(RuntimeError, match="2 instances"):  # one per GPU is still two threads
+        instance_devices(cfg(2, device="cuda", devices="all", backend="eager", torch=ro), lambda: 2)
+    default = {"compile": True, "compile_mode": "default"}
+    assert len(instance_devices(cfg(4, device="cuda", backend="eager", torch=default))) == 4
+
+
 def test_each_instance_config_names_its_device_and_keeps_the_rest() -> None:
     c = cfg(3, device="cuda", devices="all", backend="eager", torch={"compile": True})
     configs = instance_configs(c, lambda: 2)

@@ -153,6 +153,11 @@ class Backend(abc.ABC):
                 errors[i] = exc
         return self.infer(batch), errors
 
+    def take_decode_fallbacks(self) -> dict[str, int]:
+        """Images infer_encoded meant to decode on the device but decoded on the CPU, by reason,
+        since the last call (the batcher counts them in /metrics). The CPU default has none."""
+        return {}
+
     def info(self) -> BackendInfo:
         """Describe the loaded model (valid after load())."""
         return BackendInfo(

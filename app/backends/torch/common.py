@@ -106,6 +106,10 @@ class TorchBackend(Backend):
     ) -> tuple[np.ndarray, dict[int, Exception]]:
         return self.runner.run_encoded(images, pad_to)
 
+    def take_decode_fallbacks(self) -> dict[str, int]:
+        runner = self._runner
+        return runner.fallbacks.take() if runner is not None else {}
+
     def close(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:

@@ -13,6 +13,12 @@ rejects alone goes to the CPU decoder (app.preprocess.decode); one no decoder ca
 reported in the returned errors, its row left zero, and its neighbours are answered as usual.
 Truncated JPEGs never get here: app.jpeg_structure rejects them on the CPU (400).
 
+A fallback is never silent: each image that nvJPEG did not decode is counted by reason in a
+DecodeFallbacks (the batcher turns the counts into resnet_serve_gpu_decode_fallbacks_total), and
+the first failure of each reason is logged once with its exception. `decoder_failed`: nvJPEG
+decoded no image of the batch (it could not start, or the device failed), so the whole batch
+was decoded on the CPU; `image_rejected`: nvJPEG read its neighbours but not this image.
+
 Streams: nvJPEG allocates its outputs on the caller's stream but writes them on a stream of
 its own. Memory freed by a previous chunk (still read by kernels queued on the caller's
 stream) may be handed to the next call's outputs, so before every decode call but the first
@@ -25,8 +31,11 @@ uses libjpeg-turbo instead of nvJPEG).
 from __future__ import annotations
 
 import functools
+import logging
 import sys
+import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -43,6 +52,8 @@ DECODE_CHUNK_PIXELS = 64_000_000
 # Float elements of one batched resize step (same-size images are resized together, in groups
 # no larger than this: 256 MB of float32 source window).
 RESIZE_GROUP_ELEMENTS = 64_000_000
+
+log = logging.getLogger(__name__)
 
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec (which has no batched
 # nvJPEG decode yet); the call still works and is what we measured. Silence that one warning.
@@ -152,13 +163,66 @@ class StreamGuard:
         self.calls += 1
 
 
+DECODER_FAILED = "decoder_failed"
+IMAGE_REJECTED = "image_rejected"
+
+
+class DecodeFallbacks:
+    """Images GPU decoding handed to the CPU decoder, by reason, since the last take(); the
+    first failure of each reason is logged once (warning) with its exception. One per runner;
+    thread-safe, though a runner decodes one batch at a time."""
+
+    def __init__(self, where: str = "") -> None:
+        self.where = where
+        self._counts: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, reason: str, images: int, error: Exception) -> None:
+        with self._lock:
+            self._counts[reason] += images
+            first = reason not in self._logged
+            self._logged.add(reason)
+        if first:
+            what = (
+                "GPU JPEG decoding (nvJPEG) decoded no image of a batch"
+                if reason == DECODER_FAILED
+                else "nvJPEG rejected an image its neighbours decoded"
+            )
+            log.warning(
+                "%s%s: %s: %s; such images are decoded on the CPU and counted in "
+                "resnet_serve_gpu_decode_fallbacks_total{reason=%r} (logged once per reason)",
+                what,
+                f" ({self.where})" if self.where else "",
+                type(error).__name__,
+                str(error)[:300],
+                reason,
+            )
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last call, and start again from zero."""
+        with self._lock:
+            counts, self._counts = dict(self._counts), Counter()
+        return counts
+
+
 def decode_jpegs(
-    datas: list[bytes], device: torch.device, before_call: Callable[[], None] | None = None
+    datas: list[bytes],
+    device: torch.device,
+    before_call: Callable[[], None] | None = None,
+    fallbacks: DecodeFallbacks | None = None,
 ) -> list[torch.Tensor | Exception]:
     """Batch decode; a batch the decoder rejects is split in halves, so one bad file fails
-    only itself and costs O(log n) further calls."""
+    only itself and costs O(log n) further calls. The images it could not decode are counted in
+    `fallbacks` (the caller decodes them on the CPU)."""
     guard = before_call or StreamGuard(device)
-    return _decode_split([_bytes_tensor(d) for d in datas], device, guard)
+    decoded = _decode_split([_bytes_tensor(d) for d in datas], device, guard)
+    failed = [x for x in decoded if isinstance(x, Exception)]
+    if failed and fallbacks is not None:
+        # one image alone is not evidence against the decoder: count it as that image's
+        reason = DECODER_FAILED if len(failed) == len(decoded) > 1 else IMAGE_REJECTED
+        fallbacks.add(reason, len(failed), failed[0])
+    return decoded
 
 
 def _decode_split(
@@ -227,8 +291,10 @@ def decode_batch(
     pad_to: int,
     chunk_pixels: int | None = None,
     guard: StreamGuard | None = None,
+    fallbacks: DecodeFallbacks | None = None,
 ) -> tuple[torch.Tensor, dict[int, Exception]]:
     """-> (uint8 (pad_to, crop, crop, 3) on `device`, {index: error} of images none could read).
+    Images nvJPEG could not decode are counted in `fallbacks` by reason (module docstring).
 
     Run it inside the caller's CUDA stream: every kernel and copy here goes to that stream."""
     device = torch.device(device)
@@ -238,7 +304,7 @@ def decode_batch(
     cpu_rows: list[int] = []
     cpu_pixels: list[np.ndarray] = []
     for chunk in _chunks(images, chunk_pixels):
-        decoded = decode_jpegs([images[i].data or b"" for i in chunk], device, guard)
+        decoded = decode_jpegs([images[i].data or b"" for i in chunk], device, guard, fallbacks)
         good_rows: list[int] = []
         upright: list[torch.Tensor] = []
         for i, img in zip(chunk, decoded, strict=True):

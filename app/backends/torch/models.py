@@ -154,8 +154,11 @@ class TorchRunner:
         image_shape: tuple[int, ...],
         preprocess: PreprocessConfig | None = None,
     ):
+        from app.backends.torch.gpu_decode import DecodeFallbacks
+
         self.module = module
         self.device = torch.device(device)
+        self.fallbacks = DecodeFallbacks(str(device))
         self.cuda = self.device.type == "cuda"
         self.preprocess = preprocess
         self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
@@ -176,18 +179,21 @@ class TorchRunner:
         return stack
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        host = torch.from_numpy(batch)
+        # A V2 tensor arrives as a read-only view of the request body (np.frombuffer), which
+        # torch.from_numpy warns about: on the GPU it is copied into the pinned staging buffer
+        # through numpy (no warning, no extra copy); on the CPU only such a view is copied.
         with torch.inference_mode():
             if not self.cuda:
+                host = torch.from_numpy(batch if batch.flags.writeable else batch.copy())
                 logits: np.ndarray = self.module(host).numpy()
                 return logits
             assert self.stream is not None and self.staging is not None
-            n = host.shape[0]
+            n = batch.shape[0]
             if n <= self.staging.shape[0]:
                 staged = self.staging[:n]
-                staged.copy_(host)
+                staged.numpy()[...] = batch
             else:  # larger than max_batch_size (a direct caller, never the batcher): one-off
-                staged = host.pin_memory()  # pin_memory() already copies; no second copy_
+                staged = torch.tensor(batch).pin_memory()
             with self._on_device():
                 x = staged.to(self.device, non_blocking=True)
                 out = self.module(x).to("cpu", non_blocking=True)
@@ -204,7 +210,9 @@ class TorchRunner:
 
         assert self.preprocess is not None, "run_encoded needs the model's input config"
         with torch.inference_mode(), self._on_device():
-            x, errors = decode_batch(images, self.preprocess, self.device, pad_to)
+            x, errors = decode_batch(
+                images, self.preprocess, self.device, pad_to, fallbacks=self.fallbacks
+            )
             out = self.module(x).to("cpu", non_blocking=self.cuda)
         if self.stream is not None:
             self.stream.synchronize()

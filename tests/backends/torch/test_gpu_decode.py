@@ -480,7 +480,9 @@ def test_nvjpeg_chunks_give_the_pixels_of_one_chunk_on_a_gpu() -> None:
             out, errors = decode_batch(images, NO_DRAFT, "cuda", 16, chunk_pixels=budget)
             assert errors == {}
             results.append(out.clone())
-    stream.synchronize()
+            # as TorchRunner does after every batch: the guard orders the chunks of one call,
+            # and nothing may order the next call's nvJPEG stream after this call's kernels
+            stream.synchronize()
     # a race overwrites whole regions with other pixels; cuBLAS may pick another algorithm for
     # another batch count of the resize matmul, which moves a rare pixel by one level
     for other in results[1:]:
@@ -582,3 +584,126 @@ def test_benchmark_runs_its_code_on_the_cpu(tmp_path, capsys: pytest.CaptureFixt
     assert row["batch"] == 2 and all(
         row[k] > 0 for k in ("decode_resize", "model_eager", "pipeline_eager", "pipeline_eager_x2")
     )
+
+
+# ---------------------------------------------------------------------- fallbacks are counted
+def broken_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvJPEG that cannot start: every call raises, as a missing libnvjpeg or a failed device
+    does (the CPU decoder then reads every image)."""
+
+    def fail(tensors, **kw):
+        raise RuntimeError("nvjpeg: NVJPEG_STATUS_NOT_INITIALIZED")
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", fail)
+
+
+def test_a_decoder_that_cannot_start_is_counted_and_logged_once(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to fall back silently: figures labelled GPU decoding were the CPU's."""
+    broken_decoder(monkeypatch)
+    module = wrap(build_arch("resnet-mini", 10), CFG.mean, CFG.std, "cpu", "fp32")
+    runner = TorchRunner(module, "cpu", 4, (224, 224, 3), NO_DRAFT)
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in jpegs[:3]]
+    with caplog.at_level("WARNING", logger=gpu_decode.__name__):
+        for _ in range(2):
+            logits, errors = runner.run_encoded(images, 4)
+            assert errors == {} and logits.shape == (4, 10)  # answered by the CPU decoder
+    assert runner.fallbacks.take() == {"decoder_failed": 6}
+    assert runner.fallbacks.take() == {}  # taken: counted once
+    lines = [r.getMessage() for r in caplog.records if "nvJPEG" in r.getMessage()]
+    assert len(lines) == 1 and "NVJPEG_STATUS_NOT_INITIALIZED" in lines[0], lines
+
+
+def test_an_image_rejected_alone_is_counted_as_such(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = gpu_decode.decode_jpeg  # type: ignore[attr-defined]  # torchvision's, imported there
+    rejected = jpegs[3]
+
+    def picky(tensors, **kw):
+        if any(bytes(t.numpy()) == rejected for t in tensors):
+            raise RuntimeError("nvjpeg: NVJPEG_STATUS_BAD_JPEG")
+        return real(tensors, **kw)
+
+    monkeypatch.setattr(gpu_decode, "decode_jpeg", picky)
+    fallbacks = gpu_decode.DecodeFallbacks()
+    images = [inspect(d, NO_DRAFT, LIMIT) for d in (jpegs[1], rejected, jpegs[2])]
+    _, errors = decode_batch(images, NO_DRAFT, "cpu", 3, fallbacks=fallbacks)
+    assert errors == {} and fallbacks.take() == {"image_rejected": 1}
+    _, errors = decode_batch(images[:1], NO_DRAFT, "cpu", 1, fallbacks=fallbacks)
+    assert fallbacks.take() == {}  # decoded on the device: nothing to count
+
+
+class FallbackCountingBackend(FakeGpuBackend):
+    name = "fake-gpu-fallbacks"
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.fallbacks = gpu_decode.DecodeFallbacks("fake")
+
+    def infer_encoded(self, images: list[EncodedImage], pad_to: int):
+        out, errors = decode_batch(
+            images, self.config.input, "cpu", pad_to, fallbacks=self.fallbacks
+        )
+        return expected_logits(out.numpy(), self.config.num_classes), errors
+
+    def take_decode_fallbacks(self) -> dict[str, int]:
+        return self.fallbacks.take()
+
+
+async def test_gpu_decode_fallbacks_reach_the_metrics(
+    jpegs: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken_decoder(monkeypatch)
+    cfg = gpu_fake_config()
+    metrics = Metrics()
+    batcher = DynamicBatcher(
+        "m", [FallbackCountingBackend(cfg)], cfg.batching, metrics.for_model("m")
+    )
+    batcher.start()
+    requests: list[Batch] = [[inspect(d, cfg.input, LIMIT) for d in jpegs[:2]] for _ in range(3)]
+    results = await asyncio.gather(*(batcher.submit(r, time.monotonic() + 10) for r in requests))
+    await batcher.close()
+    assert all(r.shape[0] == 2 for r in results)  # every image answered, by the CPU decoder
+    value = metrics.registry.get_sample_value(
+        "resnet_serve_gpu_decode_fallbacks_total", {"model": "m", "reason": "decoder_failed"}
+    )
+    assert value == 6
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda:0",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_a_read_only_batch_runs_without_the_non_writable_warning(device: str) -> None:
+    """A V2 tensor is a read-only view of the body: torch.from_numpy warned about it (seen in
+    every worker's log on the first GPU run). Its own process: torch warns once per process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import warnings, numpy as np, torch
+warnings.simplefilter("error")
+from app.backends.torch.models import TorchRunner, build_arch, wrap
+from app.config import PreprocessConfig
+cfg = PreprocessConfig()
+module = wrap(build_arch("resnet-mini", 10), cfg.mean, cfg.std, "{device}", "fp32")
+runner = TorchRunner(module, "{device}", 4, (64, 64, 3), cfg)
+data = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+view = np.frombuffer(data.tobytes(), np.uint8).reshape(data.shape)
+assert not view.flags.writeable
+got = runner(view)
+big = np.frombuffer(np.concatenate([data] * 3).tobytes(), np.uint8).reshape(6, 64, 64, 3)
+np.testing.assert_allclose(runner(big)[:2], got, rtol=1e-3, atol=1e-3)
+np.testing.assert_allclose(runner(data.copy()), got, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
