@@ -36,8 +36,8 @@ def resolved_format(settings: Settings) -> str:
 
 
 def access_log_enabled(settings: Settings) -> bool:
-    if settings.access_log is not None:
-        return settings.access_log
+    if settings.access_log != "auto":
+        return settings.access_log == "on"
     return resolved_format(settings) == "json"
 
 

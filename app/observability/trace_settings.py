@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, ModelControlDisabled
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,20 @@ MODE = "opentelemetry"
 KEYS = ("trace_level", "trace_rate", "trace_count", "trace_mode")
 # Triton's triton-mode settings: there is no trace file here (spans go to the exporter).
 FILE_KEYS = ("trace_file", "log_frequency")
+
+
+class TraceControlDisabled(ModelControlDisabled):
+    """Trace settings cannot be changed here (403)."""
+
+
+def check_changeable(workers: int) -> None:
+    """With several worker processes a change would reach one of them: refused, as the
+    repository's load and unload are; OTEL_TRACES_SAMPLER sets every worker at start."""
+    if workers > 1:
+        raise TraceControlDisabled(
+            f"trace settings are per process and {workers} workers serve: set "
+            "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG for all of them at start instead"
+        )
 
 
 @dataclass(frozen=True)

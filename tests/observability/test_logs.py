@@ -89,7 +89,7 @@ def test_format_and_access_log_defaults(monkeypatch) -> None:
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal
     assert logs.resolved_format(Settings()) == "json"
     assert logs.access_log_enabled(Settings())  # on with JSON
-    assert not logs.access_log_enabled(Settings(access_log=False))
+    assert not logs.access_log_enabled(Settings(access_log="off"))
     assert not logs.access_log_enabled(Settings(log_format="text"))
     assert logs.access_log_enabled(Settings(log_format="text", access_log=True))
     assert logs.uvicorn_log_config(Settings()) is None  # uvicorn's lines through ours

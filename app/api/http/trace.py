@@ -13,16 +13,11 @@ from app.api.http.body import read_body
 from app.api.http.deps import RepositoryDep, SettingsDep
 from app.api.inputs import parse_json
 from app.config import Settings
-from app.errors import ModelControlDisabled
 from app.observability.observer import Observer
-from app.observability.trace_settings import TraceSettings
+from app.observability.trace_settings import TraceSettings, check_changeable
 
 router = APIRouter(prefix="/v2", tags=["trace"])
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}}
-
-
-class TraceControlDisabled(ModelControlDisabled):
-    """Trace settings cannot be changed here (403)."""
 
 
 def get_trace_settings(request: Request) -> TraceSettings:
@@ -31,16 +26,6 @@ def get_trace_settings(request: Request) -> TraceSettings:
 
 
 TraceSettingsDep = Annotated[TraceSettings, Depends(get_trace_settings)]
-
-
-def check_changeable(settings: Settings) -> None:
-    """With several worker processes a change would reach one of them: refused, as the
-    repository's load and unload are; OTEL_TRACES_SAMPLER sets every worker at start."""
-    if settings.workers > 1:
-        raise TraceControlDisabled(
-            f"trace settings are per process and {settings.workers} workers serve: set "
-            "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG for all of them at start instead"
-        )
 
 
 async def _changes(request: Request, settings: Settings) -> Any:
@@ -57,7 +42,7 @@ async def get_settings(traces: TraceSettingsDep) -> dict[str, Any]:
 async def update_settings(
     request: Request, traces: TraceSettingsDep, settings: SettingsDep
 ) -> dict[str, Any]:
-    check_changeable(settings)
+    check_changeable(settings.workers)
     return traces.update(None, await _changes(request, settings))
 
 
@@ -78,7 +63,7 @@ async def update_model_settings(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     repository.get(name)
-    check_changeable(settings)
+    check_changeable(settings.workers)
     changes = await _changes(request, settings)
     if changes == {}:  # Triton: a model's POST without settings removes the model's own
         return traces.clear(name)
