@@ -153,7 +153,7 @@ def main() -> None:
                 time.sleep(5)
                 print(f"{receiver.count} spans in {receiver.requests} exports", flush=True)
         except KeyboardInterrupt:
-            pass
+            print(f"final: {receiver.count} spans in {receiver.requests} exports", flush=True)
 
 
 if __name__ == "__main__":

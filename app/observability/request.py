@@ -14,8 +14,8 @@ calls. No web framework, no OpenTelemetry here (app/observability/tracing.py has
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -51,7 +51,8 @@ def current() -> RequestRecord | None:
 
 
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    """32 random hex digits (os.urandom, as uuid4 and secrets use)."""
+    return os.urandom(16).hex()
 
 
 def valid_request_id(value: str | bytes | None) -> str | None:

@@ -88,6 +88,8 @@ class RequestObserver:
             self._finish(record, scope)
 
     def _finish(self, record: RequestRecord, scope: Scope) -> None:
+        if record.tracing is None and self.observer.access is None:
+            return  # nothing to write: tracing off, no access log
         route = route_of(scope)
         params: dict[str, Any] = scope.get("path_params") or {}
         if record.model is None and isinstance(params.get("name"), str):
