@@ -37,7 +37,13 @@ from app.errors import (
     about_image,
 )
 from app.metrics import ModelTelemetry
-from app.observability.request import RequestRecord, batch_ended, batch_started, current
+from app.observability.request import (
+    RequestRecord,
+    batch_ended,
+    batch_started,
+    current,
+    request_ids,
+)
 from app.preprocess import Batch, EncodedImage
 
 log = logging.getLogger(__name__)
@@ -344,7 +350,12 @@ class DynamicBatcher:
             return
         except Exception as exc:
             log.error(
-                "model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc
+                "model %s: batch of %d failed: %s: %s (requests %s)",
+                self.model,
+                n,
+                type(exc).__name__,
+                exc,
+                request_ids(items),
             )
             self._fail(
                 items,
@@ -389,7 +400,11 @@ class DynamicBatcher:
     ) -> None:
         """Fail the batch now; keep this instance out of work until its call returns."""
         log.error(
-            "model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout
+            "model %s: batch of %d still running after %.1f s: failing it (requests %s)",
+            self.model,
+            n,
+            timeout,
+            request_ids(items),
         )
         self._fail(
             items,

@@ -261,6 +261,13 @@ class _Item(Protocol):
     def size(self) -> int: ...
 
 
+def request_ids(items: Sequence[_Item], limit: int = 16) -> str:
+    """The IDs of a batch's requests, for a log line about the batch (the first `limit`)."""
+    ids = list(dict.fromkeys(i.request.request_id for i in items if i.request is not None))
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return (", ".join(ids[:limit]) or "none") + more
+
+
 def batch_started(items: Sequence[_Item]) -> int:
     """The batcher is about to run `items` as one batch: mark each request; the start time."""
     now = time.perf_counter_ns()

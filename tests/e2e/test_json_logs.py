@@ -39,6 +39,7 @@ def marked_png(value: int) -> bytes:
 def test_the_json_log(tmp_path: Path, start_server) -> None:
     repo = tmp_path / "models"
     write_fake_model(repo, "fake")
+    write_fake_model(repo, "broken", options={"fail_on": [7]})  # grey 7 fails its batch
     write_fake_model(
         repo,
         "slow",
@@ -71,6 +72,8 @@ def test_the_json_log(tmp_path: Path, start_server) -> None:
     assert post("/v1/models/fake/classify", "ok-json", json=as_json).status_code == 200
     files = [("images", ("a.png", png, "image/png")), ("images", ("b.png", png, "image/png"))]
     assert post("/v1/models/fake/classify", "ok-multi", files=files).status_code == 200
+    r = post("/v1/models/broken/classify", "fail-500", content=png, headers=raw)
+    assert r.status_code == 500
     bad = b"GIF89a" + MARKER.encode() * 8  # looks like a GIF, is not one
     assert post("/v1/models/fake/classify", "bad-400", content=bad, headers=raw).status_code == 400
     v2 = {
@@ -143,6 +146,9 @@ def test_the_json_log(tmp_path: Path, start_server) -> None:
     assert ok["bytes_in"] == len(png) and ok["bytes_out"] > 0 and ok["decode_ms"] > 0
     assert by_id["ok-multi"]["images"] == 2
     assert by_id["ok-v2"]["route"] == "/v2/models/{name}/infer"
+    (failed,) = [x for x in lines if x["logger"] == "app.batching" and x["level"] == "ERROR"]
+    assert "(requests fail-500)" in failed["message"]  # the batch's log line names them
+    assert by_id["fail-500"]["infer_ms"] > 0
     bad_line = by_id["bad-400"]
     assert bad_line["decode_ms"] > 0 and bad_line["infer_ms"] == 0
     assert by_id["slow-1"]["infer_ms"] >= 1000

@@ -14,6 +14,7 @@ from app.observability.request import (
     batch_ended,
     batch_started,
     parse_traceparent,
+    request_ids,
     valid_request_id,
 )
 
@@ -162,3 +163,7 @@ async def test_batch_marks_first_start_last_end_and_largest_batch() -> None:
     assert a.batch_end_ns == b.batch_end_ns > end1
     assert a.batch_size == 8 and b.batch_size == 6
     assert a.batch_spans is None  # tracing off: no span, nothing kept
+    assert request_ids(second) == "a, b"
+    assert (
+        request_ids([Item(RequestRecord(str(i)), 1) for i in range(20)], 3) == "0, 1, 2 and 17 more"
+    )
