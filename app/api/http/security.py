@@ -20,13 +20,27 @@ HEALTH_PATHS = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, token: str, protect_metrics: bool = False) -> None:
+    """`public` and `public_prefixes`: further paths that need no token (the web page and its
+    static files, which hold no data: every call the page makes sends the token)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        protect_metrics: bool = False,
+        public: tuple[str, ...] = (),
+        public_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
-        self.open_paths = HEALTH_PATHS + (() if protect_metrics else ("/metrics",))
+        self.open_paths = HEALTH_PATHS + (() if protect_metrics else ("/metrics",)) + public
+        self.open_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        if self.open_prefixes and scope["path"].startswith(self.open_prefixes):
             await self.app(scope, receive, send)
             return
         given = b""
