@@ -197,6 +197,7 @@
     }
   }
 
+  $("#classify-form").addEventListener("submit", (event) => event.preventDefault()); // Enter
   $("#model").addEventListener("change", fillVersionSelect);
   $("#version").addEventListener("change", showModelInfo);
 
@@ -552,12 +553,12 @@
       const state = m.ready ? "ready" : `${m.state}${m.reason ? ": " + m.reason : ""}`;
       return el("tr", { "data-model": m.name, "data-version": m.version },
         el("th", { scope: "row", text: m.name }),
-        el("td", { text: m.version }),
-        el("td", { class: m.ready ? "ready" : "not-ready", text: state }),
-        el("td", { text: m.backend }),
-        el("td", { text: m.device }),
-        el("td", { text: m.precision }),
-        el("td", { text: (m.providers || []).join(", ") || "-" }));
+        el("td", { "data-label": "version", text: m.version }),
+        el("td", { "data-label": "state", class: m.ready ? "ready" : "not-ready", text: state }),
+        el("td", { "data-label": "backend", text: m.backend }),
+        el("td", { "data-label": "device", text: m.device }),
+        el("td", { "data-label": "precision", text: m.precision }),
+        el("td", { "data-label": "providers", text: (m.providers || []).join(", ") || "-" }));
     });
     if (!rows.length) rows.push(el("tr", null, el("td", { colspan: 7, text: "No model is served." })));
     $("#models-table tbody").replaceChildren(...rows);
