@@ -75,8 +75,10 @@ def test_report_gives_rates_quantiles_and_batches_per_model_and_in_all() -> None
     assert window["a"]["requests"] == 10 and window["a"]["errors"] == 2
     assert window[ALL]["requests"] == 11 and window[ALL]["images"] == 13
     expected = quantile(0.5, BOUNDS, cumulative([0.02] * 8 + [0.001] * 2))
+    assert expected is not None
     assert window["a"]["p50_ms"] == pytest.approx(expected * 1000, abs=1e-3)
     expected = quantile(0.99, BOUNDS, cumulative([0.02] * 8 + [0.001] * 2 + [0.3]))
+    assert expected is not None
     assert window[ALL]["p99_ms"] == pytest.approx(expected * 1000, abs=1e-3)
     sizes = window[ALL]["batch_sizes"]
     assert sizes["1"] == 1 and sizes["3-4"] == 1 and sizes["5-8"] == 1 and sum(sizes.values()) == 3

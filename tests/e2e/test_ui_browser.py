@@ -28,7 +28,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.http.test_classify import grey_png
-from tests.conftest import ServerProcess, encode, sample_photo_path, synthetic_photo
+from tests.conftest import ServerProcess, encode, sample_photo_path
 from tests.fakes import PLUGIN, write_fake_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,12 +40,12 @@ CHROMEDRIVER = shutil.which("chromedriver") or (
 try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.chrome.webdriver import WebDriver  # Chrome's: CDP, console log
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.remote.webelement import WebElement
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the dev extra pins selenium
-    webdriver = None  # type: ignore[assignment]
+    webdriver = None  # type: ignore[assignment]  # checked just below: the module skips
 
 if CHROMIUM is None or CHROMEDRIVER is None or webdriver is None:
     pytest.skip(
@@ -70,6 +70,7 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    assert CHROMIUM is not None and CHROMEDRIVER is not None
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -189,8 +190,14 @@ def upload(driver: WebDriver, *paths: Path) -> list[WebElement]:
     driver.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in paths))
     wait(
         driver,
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-state='done'], .card[data-state='error']"))
-        >= before + len(paths),
+        lambda d: (
+            len(
+                d.find_elements(
+                    By.CSS_SELECTOR, ".card[data-state='done'], .card[data-state='error']"
+                )
+            )
+            >= before + len(paths)
+        ),
     )
     return driver.find_elements(By.CSS_SELECTOR, ".card")[before:]
 
@@ -220,7 +227,7 @@ def assert_error(card: WebElement, status: int, message: str) -> None:
 
 
 def screenshot(driver: WebDriver, folder: Path, name: str) -> None:
-    """The whole page at desktop and phone widths: folder/NAME-desktop.png, NAME-phone.png."""
+    """The whole page at desktop and phone widths: folder/ui-NAME-desktop.png, ui-NAME-phone.png."""
     driver.execute_script("document.activeElement && document.activeElement.blur()")
     for kind, width in WIDTHS.items():
         metrics = {"width": width, "height": 800, "deviceScaleFactor": 1, "mobile": kind == "phone"}
@@ -237,7 +244,7 @@ def screenshot(driver: WebDriver, folder: Path, name: str) -> None:
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
         import base64
 
-        (folder / f"{name}-{kind}.png").write_bytes(base64.b64decode(shot["data"]))
+        (folder / f"ui-{name}-{kind}.png").write_bytes(base64.b64decode(shot["data"]))
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
@@ -310,7 +317,9 @@ def test_the_servers_phases_are_shown_from_server_timing(
     choose(browser, "#model", "resnet18")
     (card,) = upload(browser, photo)
     dds = card.find_elements(By.CSS_SELECTOR, ".timing dd[data-phase]")
-    phases = {dd.get_attribute("data-phase"): float(dd.get_attribute("data-ms") or "nan") for dd in dds}
+    phases = {
+        dd.get_attribute("data-phase"): float(dd.get_attribute("data-ms") or "nan") for dd in dds
+    }
     assert set(PHASES) <= set(phases), phases
     assert all(v >= 0 for v in phases.values())
     parts = sum(v for k, v in phases.items() if k in PHASES and k != "total")
@@ -345,9 +354,12 @@ def test_a_text_file_shows_the_servers_415(
     open_page(browser, server.url + "/")
     wait_models(browser, "resnet18")
     (card,) = upload(browser, text)
-    assert card.get_attribute("data-state") == "error" and card.get_attribute("data-status") == "415"
+    assert (
+        card.get_attribute("data-state") == "error" and card.get_attribute("data-status") == "415"
+    )
+    model = browser.find_element(By.ID, "model").get_attribute("value")
     r = httpx.post(
-        f"{server.url}/v1/models/{browser.find_element(By.ID, 'model').get_attribute('value')}/classify",
+        f"{server.url}/v1/models/{model}/classify",
         content=text.read_bytes(),
         headers={"Content-Type": "text/plain"},
     )
@@ -468,7 +480,10 @@ def test_the_page_asks_for_the_token_and_keeps_it_in_the_tab_only(
 
         # the status view polls with the token too
         browser.find_element(By.ID, "tab-status").click()
-        wait(browser, lambda d: d.find_element(By.ID, "status-meta").get_attribute("data-sample-time"))
+        wait(
+            browser,
+            lambda d: d.find_element(By.ID, "status-meta").get_attribute("data-sample-time"),
+        )
 
         # never in the address, storage, cookies or the DOM
         assert TOKEN not in browser.current_url
@@ -516,8 +531,17 @@ def histogram_quantile(q: float, scrape: dict[str, list[Any]], name: str) -> flo
 
 
 def page_figure(driver: WebDriver, kind: str, key: str) -> float | None:
-    value = driver.find_element(By.CSS_SELECTOR, f"dd[data-{kind}='{key}']").get_attribute("data-value")
+    value = driver.find_element(By.CSS_SELECTOR, f"dd[data-{kind}='{key}']").get_attribute(
+        "data-value"
+    )
     return None if value is None else float(value)
+
+
+def next_sample(driver: WebDriver) -> None:
+    """Wait for the page to show the server's next sample."""
+    meta = driver.find_element(By.ID, "status-meta")
+    seen = meta.get_attribute("data-sample-time")
+    wait(driver, lambda d: meta.get_attribute("data-sample-time") != seen, 10)
 
 
 def test_status_charts_follow_the_metrics_under_load(
@@ -557,19 +581,18 @@ def test_status_charts_follow_the_metrics_under_load(
 
         # the charts move: the page's request rate follows what /metrics counts meanwhile
         wait(browser, lambda d: (page_figure(d, "now", "requests_per_s") or 0) > 0, 20)
-        seen = meta.get_attribute("data-sample-time")
-        wait(browser, lambda d: meta.get_attribute("data-sample-time") != seen, 10)
+        next_sample(browser)
         t0, before = time.monotonic(), families(httpx.get(server.url + "/metrics").text)
         in_flight, batches = [], []
         for _ in range(3):  # three sampling intervals
-            seen = meta.get_attribute("data-sample-time")
-            wait(browser, lambda d: meta.get_attribute("data-sample-time") != seen, 10)
+            next_sample(browser)
             in_flight.append(page_figure(browser, "now", "in_flight") or 0)
             batches.append(page_figure(browser, "now", "mean_batch") or 0)
         t1, after = time.monotonic(), families(httpx.get(server.url + "/metrics").text)
         page_rate = page_figure(browser, "now", "requests_per_s") or 0.0
         rate = (
-            total(after, "resnet_serve_requests_total") - total(before, "resnet_serve_requests_total")
+            total(after, "resnet_serve_requests_total")
+            - total(before, "resnet_serve_requests_total")
         ) / (t1 - t0)
         assert rate > 5
         assert page_rate == pytest.approx(rate, rel=0.5), (page_rate, rate)
@@ -584,10 +607,18 @@ def test_status_charts_follow_the_metrics_under_load(
         for t in threads:
             t.join(60)
         ended = time.time()
-        wait(browser, lambda d: float(meta.get_attribute("data-sample-time") or 0) > ended + 0.05, 10)
+        wait(
+            browser, lambda d: float(meta.get_attribute("data-sample-time") or 0) > ended + 0.05, 10
+        )
         scrape = families(httpx.get(server.url + "/metrics").text)
-        assert page_figure(browser, "window", "requests") == total(scrape, "resnet_serve_requests_total") == len(sent)
-        assert page_figure(browser, "window", "images") == total(scrape, "resnet_serve_images_total")
+        assert (
+            page_figure(browser, "window", "requests")
+            == total(scrape, "resnet_serve_requests_total")
+            == len(sent)
+        )
+        assert page_figure(browser, "window", "images") == total(
+            scrape, "resnet_serve_images_total"
+        )
         assert page_figure(browser, "window", "errors") == 0
         for q, key in ((0.5, "p50_ms"), (0.99, "p99_ms")):
             expected = histogram_quantile(q, scrape, "resnet_serve_request_duration_seconds") * 1000
@@ -596,7 +627,9 @@ def test_status_charts_follow_the_metrics_under_load(
             scrape, "resnet_serve_batch_size_count"
         )
         assert page_figure(browser, "window", "mean_batch") == pytest.approx(mean_batch, abs=0.01)
-        assert page_figure(browser, "window", "batches") == total(scrape, "resnet_serve_batch_size_count")
+        assert page_figure(browser, "window", "batches") == total(
+            scrape, "resnet_serve_batch_size_count"
+        )
         no_page_errors(browser)
     finally:
         stop.set()

@@ -38,7 +38,9 @@ async def test_status_reports_the_servers_own_figures() -> None:
     async with app_client(app) as client:
         for i in range(3):
             r = await client.post(
-                "/v1/models/fake/classify", content=grey_png(i), headers={"Content-Type": "image/png"}
+                "/v1/models/fake/classify",
+                content=grey_png(i),
+                headers={"Content-Type": "image/png"},
             )
             assert r.status_code == 200
         app.state.stats.sample()  # as the background task does every interval
