@@ -42,22 +42,9 @@ from app.preprocess import Batch, EncodedImage
 log = logging.getLogger(__name__)
 
 
-def bucket_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to max_batch_size, and max_batch_size itself."""
-    sizes, n = [], 1
-    while n < max_batch_size:
-        sizes.append(n)
-        n *= 2
-    return sizes + [max_batch_size]
-
-
 def instance_executor(model: str, index: int) -> ThreadPoolExecutor:
     """The one thread an instance runs on: its load, its warm-up and all of its batches."""
     return ThreadPoolExecutor(1, thread_name_prefix=f"{model}-instance{index}")
-
-
-def bucket_for(n: int, max_batch_size: int) -> int:
-    return next(b for b in bucket_sizes(max_batch_size) if b >= n)
 
 
 @dataclass
@@ -339,7 +326,7 @@ class DynamicBatcher:
         start = time.perf_counter_ns()
         queue_ns = [start - it.enqueued_ns for it in items]
         n = sum(it.size for it in items)
-        pad_to = bucket_for(n, self.config.max_batch_size) if self.pad_to_bucket else n
+        pad_to = self.config.bucket_for(n) if self.pad_to_bucket else n
         call = loop.run_in_executor(
             executor, _run_batch, backend, [it.images for it in items], pad_to, reuse
         )

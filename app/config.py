@@ -1,7 +1,8 @@
 """Settings: the server's (environment, prefix RESNET_SERVE_) and each model's (config.json).
 
 Nothing here is read at import time: `Settings()` is built by the CLI or by a test and passed
-down; `load_model_configs()` reads a model repository when the app starts.
+down; the model repository on disk is read by app.model_folders (which builds on this module;
+nothing here imports it).
 """
 
 from __future__ import annotations
@@ -206,6 +207,19 @@ class BatchingConfig(BaseModel):
         description="Pad each batch to the next warmed-up size (powers of two): no shape is "
         "ever seen cold. Default: on for CUDA devices, off on CPU.",
     )
+
+    def bucket_sizes(self) -> list[int]:
+        """The batch sizes every instance is warmed up at (and padded to, with pad_to_bucket):
+        powers of two up to max_batch_size, and max_batch_size itself."""
+        sizes, n = [], 1
+        while n < self.max_batch_size:
+            sizes.append(n)
+            n *= 2
+        return sizes + [self.max_batch_size]
+
+    def bucket_for(self, n: int) -> int:
+        """The smallest bucket that holds `n` images."""
+        return next(b for b in self.bucket_sizes() if b >= n)
 
 
 class PreprocessConfig(BaseModel):
@@ -439,14 +453,3 @@ def read_model_config(directory: Path) -> ModelConfig:
     cfg = ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
     cfg.directory = directory
     return cfg
-
-
-def load_model_configs(
-    models_dir: Path, extra_backends: list[str] | None = None
-) -> list[ModelConfig]:
-    """Every model to serve from a repository: each folder's config (or its served version
-    folders), its variants, and one copy per extra backend asked for (named <model>-<backend>).
-    The folder rules live in app.model_folders (imported here: it builds on this module)."""
-    from app.model_folders import scan
-
-    return [c for configs in scan(models_dir, extra_backends).values() for c in configs]

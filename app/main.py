@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,6 +16,7 @@ from app.api import http as http_api
 from app.api.grpc import service as grpc_service
 from app.api.http import ui
 from app.api.http.security import BearerAuth, BodyLimit
+from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
@@ -70,18 +70,19 @@ def create_app(
             [m.config for m in repository.all_served()],
             settings.workers,
         )
-        repository.decode_threads = decode_threads
-        repository.decode_source = "config" if settings.decode_threads else "budget"
-        decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        repository.builder.decode_threads = decode_threads
+        repository.builder.decode_source = "config" if settings.decode_threads else "budget"
         app.state.repository = repository
-        app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        dataplane = DataPlane(settings, repository, decode_threads)
+        v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
+        app.state.dataplane, app.state.v2 = dataplane, v2
         await repository.load_all()
         stats = app.state.stats if settings.ui else None  # the status page's figures
         if stats is not None:
             stats.start()
         grpc_server = None
         try:
-            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
             # warning level, so it shows at every log level: one line per process and start,
             # which is how a supervisor (or benchmarks/gpu_check.sh) counts the ready workers
             log.warning(
@@ -96,8 +97,7 @@ def create_app(
             repository.begin_drain()  # not ready from here; gRPC answers its accepted calls
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
-            decode_pool.shutdown(wait=True)
-            app.state.dataplane.close()
+            dataplane.close()
             log.info("all models closed")
 
     app = FastAPI(

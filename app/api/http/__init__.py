@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.api import errors
-from app.api.http import classify, docs, health, metrics, models, repository, v2
+from app.api.http import classify, docs, errors, health, metrics, models, repository, v2
 
 
 def install(app: FastAPI) -> None:

@@ -13,7 +13,7 @@ import hmac
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.http.errors import error_response
 from app.errors import PayloadTooLarge, Unauthorized
 
 HEALTH_PATHS = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready")
