@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.api.http.test_classify import grey_png
 from tests.conftest import ServerProcess, encode, sample_photo_path
-from tests.fakes import PLUGIN, write_fake_model
+from tests.fakes import PLUGIN, fake_config, write_fake_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -412,6 +412,75 @@ def test_a_model_that_did_not_load_shows_the_servers_503(
         assert r.status_code == 503
         assert_error(card, 503, r.json()["error"])
         screenshot(browser, shots, "error-503")
+    finally:
+        server.stop()
+
+
+MAKE_FILE = """
+const [name, grey, done] = arguments;
+const canvas = document.createElement("canvas");
+canvas.width = canvas.height = 64;
+const g = canvas.getContext("2d");
+g.fillStyle = `rgb(${grey},${grey},${grey})`;
+g.fillRect(0, 0, 64, 64);
+canvas.toBlob((blob) => {
+  window.__transfer = new DataTransfer();
+  window.__transfer.items.add(new File([blob], name, { type: "image/png" }));
+  done();
+}, "image/png");
+"""
+
+
+def test_a_dropped_or_pasted_image_and_a_chosen_version(browser: WebDriver, tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    folder = repo / "fake"
+    for version, prefix in (("1", "v1-grey"), ("2", "grey")):
+        (folder / version).mkdir(parents=True)
+        fake_config("fake", labels=[f"{prefix}{i}" for i in range(256)]).write(folder / version)
+    (folder / "config.json").write_text('{"version_policy": {"all": {}}}')
+    server = start(repo)
+    try:
+        open_page(browser, server.url + "/")
+        wait_models(browser, "fake")
+        assert [o.get_attribute("value") for o in options(browser, "#version")] == ["", "1", "2"]
+
+        browser.execute_async_script(MAKE_FILE, "dropped.png", 42)
+        browser.execute_script(
+            "document.getElementById('drop').dispatchEvent(new DragEvent('drop',"
+            " {dataTransfer: window.__transfer, bubbles: true, cancelable: true}))"
+        )
+        browser.execute_async_script(MAKE_FILE, "pasted.png", 17)
+        browser.execute_script(
+            "document.dispatchEvent(new ClipboardEvent('paste',"
+            " {clipboardData: window.__transfer, bubbles: true, cancelable: true}))"
+        )
+        wait(
+            browser,
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card[data-state='done']")) == 2,
+        )
+        dropped, pasted = browser.find_elements(By.CSS_SELECTOR, ".card")
+        assert dropped.get_attribute("data-file") == "dropped.png"
+        assert predictions(dropped)[0][:2] == (42, "grey42")  # the default: version 2
+        assert predictions(pasted)[0][:2] == (17, "grey17")
+
+        # version 1 by name: the V2 route of that version, its labels, the same probabilities
+        choose(browser, "#version", "1")
+        set_top_k(browser, 3)
+        png = tmp_path / "grey.png"
+        png.write_bytes(grey_png(42, 64))
+        (card,) = upload(browser, png)
+        assert "/v2/models/fake/versions/1/infer" in card.text
+        r = httpx.post(
+            f"{server.url}/v1/models/fake/classify?top_k=3",
+            content=png.read_bytes(),
+            headers={"Content-Type": "image/png"},
+        )
+        shown = predictions(card)
+        expected = r.json()["predictions"][0]
+        assert [i for i, _, _ in shown] == [p["index"] for p in expected]
+        assert [label for _, label, _ in shown] == ["v1-" + p["label"] for p in expected]
+        assert [p for _, _, p in shown] == pytest.approx([p["probability"] for p in expected])
+        no_page_errors(browser)
     finally:
         server.stop()
 
