@@ -3,12 +3,13 @@ Selenium through Debian's chromedriver, against real server processes on 127.0.0
 other host unresolvable (the page must need nothing off the server).
 
 What a person does: choose a JPEG and read the labels (the same as /v1 classify answers for
-that file), drop a text file (the server's 415), a huge image (413), a model that did not
-load (503), give the token the server asks for, and watch the status view follow /metrics
-under load. Every state is saved as a screenshot at 1280 and 360 px wide: into a temporary
-folder, or RESNET_SERVE_SCREENSHOTS=DIR (docs/img refreshes the README's pictures).
-Takes ~60 s on 2 cores. Skipped where chromium or chromedriver is missing
-(deploy/ci/install-test-tools.sh installs both).
+that file), drop or paste an image, pick a version, send a text file (the server's 415), a
+huge image (413), an image to a model that did not load (503), use the keyboard alone, give
+the token the server asks for, and watch the status view follow /metrics under load. Every
+state is saved as a screenshot at 1280 and 360 px wide: into a temporary folder, or
+RESNET_SERVE_SCREENSHOTS=DIR (docs/img refreshes the README's pictures). Takes ~90 s on 2
+cores. Skipped where chromium or chromedriver is missing (deploy/ci/install-test-tools.sh
+installs both).
 """
 
 from __future__ import annotations

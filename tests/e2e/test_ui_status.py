@@ -14,7 +14,7 @@ from tests.api.http.test_classify import grey_png
 from tests.fakes import PLUGIN, write_fake_model
 from tests.scrape import sample
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_every_worker_reports_the_figures_of_all_workers(tmp_path: Path, start_server) -> None:
