@@ -1,7 +1,8 @@
 """ASGI middleware in front of every route, the V2 protocol's included:
 
 - BearerAuth: when a token is configured, everything but health (and /metrics, unless
-  protect_metrics) needs `Authorization: Bearer <token>`; compared in constant time.
+  protect_metrics, and the web page's files) needs `Authorization: Bearer <token>`; compared
+  in constant time.
 - BodyLimit: stops any body (chunked ones too) at the limit, whatever route reads it; the
   error reaches the route, so its metrics count the 413. Routes also refuse a declared
   Content-Length above the limit before reading (app/api/http/body.py).
@@ -40,15 +41,16 @@ class BearerAuth:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
-        if self.open_prefixes and scope["path"].startswith(self.open_prefixes):
-            await self.app(scope, receive, send)
-            return
         given = b""
         for key, value in scope["headers"]:
             if key == b"authorization":
                 given = value
                 break
-        if not hmac.compare_digest(given, self.expected):
+        # the public prefixes are looked at only without the right token: an authorised
+        # request costs what it cost before the page existed
+        if not hmac.compare_digest(given, self.expected) and not (
+            self.open_prefixes and scope["path"].startswith(self.open_prefixes)
+        ):
             why = "missing" if not given else "wrong"
             response = error_response(
                 Unauthorized(f"{why} bearer token: send 'Authorization: Bearer <token>'")
