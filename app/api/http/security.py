@@ -34,7 +34,9 @@ class BearerAuth:
     ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
-        self.open_paths = HEALTH_PATHS + (() if protect_metrics else ("/metrics",)) + public
+        self.open_paths = frozenset(
+            HEALTH_PATHS + (() if protect_metrics else ("/metrics",)) + public
+        )
         self.open_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
