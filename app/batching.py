@@ -39,6 +39,13 @@ from app.errors import (
     about_image,
 )
 from app.metrics import ModelTelemetry
+from app.observability.request import (
+    RequestRecord,
+    batch_ended,
+    batch_started,
+    current,
+    request_ids,
+)
 from app.preprocess import Batch, EncodedImage
 from app.scheduling import (
     MODES,
@@ -54,22 +61,9 @@ from app.scheduling import (
 log = logging.getLogger(__name__)
 
 
-def bucket_sizes(max_batch_size: int) -> list[int]:
-    """Powers of two up to max_batch_size, and max_batch_size itself."""
-    sizes, n = [], 1
-    while n < max_batch_size:
-        sizes.append(n)
-        n *= 2
-    return sizes + [max_batch_size]
-
-
 def instance_executor(model: str, index: int) -> ThreadPoolExecutor:
     """The one thread an instance runs on: its load, its warm-up and all of its batches."""
     return ThreadPoolExecutor(1, thread_name_prefix=f"{model}-instance{index}")
-
-
-def bucket_for(n: int, max_batch_size: int) -> int:
-    return next(b for b in bucket_sizes(max_batch_size) if b >= n)
 
 
 @dataclass
@@ -80,6 +74,9 @@ class WorkItem:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     first: int = 0  # index of images[0] in its request (a request larger than a batch is split)
     multi: bool = False  # the request holds several images (errors then say which one)
+    # the record of the request it came from (its phase marks, its trace), taken from the task
+    # that submitted it (app/observability/request.py); None outside a request
+    request: RequestRecord | None = field(default_factory=current)
 
     @property
     def size(self) -> int:
@@ -484,7 +481,9 @@ class DynamicBatcher:
         call: asyncio.Future[BatchResult] | None = None
         try:
             items = await self._fill(items, room)
+            started = batch_started(items)  # each request's queue ends, infer begins
             call = await self._execute(runner, items)
+            batch_ended(self.model, items, started)  # and the batch's span, when traced
         finally:
             self._busy -= 1
             if call is None:  # failed before its backend call started
@@ -525,7 +524,7 @@ class DynamicBatcher:
         start = time.perf_counter_ns()
         queue_ns = [start - it.enqueued_ns for it in items]
         n = sum(it.size for it in items)
-        pad_to = bucket_for(n, self.config.max_batch_size) if self.pad_to_bucket else n
+        pad_to = self.config.bucket_for(n) if self.pad_to_bucket else n
         call = loop.run_in_executor(
             runner.executor,
             _run_batch,
@@ -542,12 +541,13 @@ class DynamicBatcher:
             return call
         except Exception as exc:
             log.error(
-                "model %s: batch of %d failed (%s runner): %s: %s",
+                "model %s: batch of %d failed (%s runner): %s: %s (requests %s)",
                 self.model,
                 n,
                 runner.mode,
                 type(exc).__name__,
                 exc,
+                request_ids(items),
             )
             self._fail(
                 items,
@@ -603,11 +603,13 @@ class DynamicBatcher:
         so the instances running beside it do not share cores with a computation; should it
         still compute, they share them until it returns."""
         log.error(
-            "model %s: batch of %d still running after %.1f s on the %s runner: failing it",
+            "model %s: batch of %d still running after %.1f s on the %s runner: failing it "
+            "(requests %s)",
             self.model,
             n,
             timeout,
             runner.mode,
+            request_ids(items),
         )
         self._fail(
             items,

@@ -3,42 +3,70 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
-from app.config import BatchingConfig
+from app.config import BatchingConfig, Settings
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the serve flags given, the environment (RESNET_SERVE_*) and defaults."""
+    given = {f: getattr(args, f) for f in Settings.model_fields if f not in SECRET_SETTINGS}
+    return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app.config import Settings
     from app.main import create_app
+    from app.observability.logs import configure_logging
     from app.server import serve, serve_workers
 
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "models_dir": args.models,
-            "host": args.host,
-            "port": args.port,
-            "log_level": args.log_level,
-            "backends": args.backends,
-            "workers": args.workers,
-            "grpc_port": args.grpc_port,
-            "model_control": args.model_control_mode,
-        }.items()
-        if v is not None
-    }
-    settings = Settings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = serve_settings(args)
+    configure_logging(settings)  # text or JSON (RESNET_SERVE_LOG_FORMAT), request IDs
     if settings.workers > 1:
         return serve_workers(settings)
     serve(create_app(settings), settings)
     return 0
+
+
+# `serve` has one flag per server setting (app.config.Settings), made from the field: its name
+# (--max-body-bytes), its type, its description as help, its variable and default. A new
+# setting is a new Settings field and nothing here. These flags keep their older names too:
+FLAG_ALIASES: dict[str, list[str]] = {
+    "models_dir": ["--models"],
+    "model_control": ["--model-control-mode"],
+}
+# ... and a secret stays out of the command line (other users of the machine can read it).
+SECRET_SETTINGS = frozenset({"auth_token"})
+
+
+def _csv(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; unset flags stay None (the environment, then the default,
+    decides)."""
+    for name, field in Settings.model_fields.items():
+        if name in SECRET_SETTINGS:
+            continue
+        flags = [*FLAG_ALIASES.get(name, []), "--" + name.replace("_", "-")]
+        default = field.get_default(call_default_factory=True)
+        shown = "none" if default in (None, [], {}) else default
+        env = f"RESNET_SERVE_{name.upper()}"
+        help_text = f"{field.description} (env {env}, default {shown})".replace("%", "%%")
+        kind = field.annotation
+        options: dict[str, Any] = {"dest": name, "default": None, "help": help_text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is Literal:
+            options["choices"] = list(get_args(kind))
+        elif name == "backends":
+            options["type"] = _csv
+        else:  # int, float, Path, str, or a form its validator reads (name=module:Class,...)
+            scalar = [t for t in get_args(kind) if t is not type(None)] or [kind]
+            options["type"] = scalar[0] if scalar[0] in (int, float, Path) else str
+        parser.add_argument(*flags, **options)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -97,31 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-serve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve every model of a repository over HTTP")
-    serve.add_argument("--models", type=Path, help="model repository (env RESNET_SERVE_MODELS_DIR)")
-    serve.add_argument("--host", help="address (env RESNET_SERVE_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (env RESNET_SERVE_PORT, default 8000)")
-    serve.add_argument("--log-level", help="debug, info, warning (env RESNET_SERVE_LOG_LEVEL)")
-    serve.add_argument(
-        "--backends",
-        type=lambda s: [b for b in s.split(",") if b],
-        help="also serve every model on these backends, as <model>-<backend> "
-        "(e.g. torchscript,eager) to compare them side by side",
+    serve = sub.add_parser(
+        "serve",
+        help="serve every model of a repository over HTTP (and V2 gRPC)",
+        description="Every flag is a server setting, also read from its RESNET_SERVE_* "
+        "variable (README, Configuration); a flag given wins over the variable.",
     )
-    serve.add_argument(
-        "--workers", type=int, help="server processes sharing the port (env RESNET_SERVE_WORKERS)"
-    )
-    serve.add_argument(
-        "--grpc-port",
-        type=int,
-        help="KServe V2 gRPC port, 0 for none (env RESNET_SERVE_GRPC_PORT, default 8001)",
-    )
-    serve.add_argument(
-        "--model-control-mode",
-        choices=["none", "explicit"],
-        help="none: serve the repository as found at start; explicit: allow the repository "
-        "API's load and unload (env RESNET_SERVE_MODEL_CONTROL, default none)",
-    )
+    add_settings_flags(serve)
     serve.set_defaults(func=_serve)
 
     export = sub.add_parser("export", help="export a torchvision ResNet to a model directory")

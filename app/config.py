@@ -1,7 +1,8 @@
 """Settings: the server's (environment, prefix RESNET_SERVE_) and each model's (config.json).
 
 Nothing here is read at import time: `Settings()` is built by the CLI or by a test and passed
-down; `load_model_configs()` reads a model repository when the app starts.
+down; the model repository on disk is read by app.model_folders (which builds on this module;
+nothing here imports it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,22 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field("info", description="Python log level of the service.")
+    # ---- seeing one request (app/observability, docs/observability.md)
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="Log lines as text or as one JSON object a line (time, level, logger, "
+        "message, request_id). auto: text on a terminal, JSON otherwise.",
+    )
+    access_log: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="One line per request (ID, route, model, status, bytes, images, the time "
+        "of each phase), replacing uvicorn's. auto: on when the log is JSON.",
+    )
+    server_timing: bool = Field(
+        True,
+        description="Send a Server-Timing header (decode, queue, infer, post, total in ms) "
+        "with /v1 classify and V2 infer answers; off for users who must not reveal timings.",
+    )
     backends: Annotated[list[BackendName], NoDecode] = Field(
         default_factory=list,
         description="Serve every model once per backend listed (besides its own), named "
@@ -141,6 +158,11 @@ class Settings(BaseSettings):
         "is in the repository at start and refuses load/unload (403); 'explicit' allows "
         "POST /v2/repository/models/{name}/load and /unload (reload without downtime).",
     )
+    ui: bool = Field(
+        True,
+        description="Serve the web page (GET / and /status: classify dropped images, live "
+        "server figures) and its statistics (GET /v1/status). false: the API only.",
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",
@@ -154,6 +176,24 @@ class Settings(BaseSettings):
             if any(len(p) != 2 for p in pairs):
                 raise ValueError("backend_plugins must look like 'name=module:Class,...'")
             return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """true/false (1/0, yes/no) as on/off, as for the boolean settings."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {
+                "true": "on",
+                "1": "on",
+                "yes": "on",
+                "false": "off",
+                "0": "off",
+                "no": "off",
+            }.get(lowered, lowered)
         return value
 
     @field_validator("backends", mode="before")
@@ -212,6 +252,19 @@ class BatchingConfig(BaseModel):
         "has such a runner (ONNX Runtime and OpenVINO on the CPU); elsewhere, and with "
         "'static', a free instance runs whatever is queued up to max_batch_size.",
     )
+
+    def bucket_sizes(self) -> list[int]:
+        """The batch sizes every instance is warmed up at (and padded to, with pad_to_bucket):
+        powers of two up to max_batch_size, and max_batch_size itself."""
+        sizes, n = [], 1
+        while n < self.max_batch_size:
+            sizes.append(n)
+            n *= 2
+        return sizes + [self.max_batch_size]
+
+    def bucket_for(self, n: int) -> int:
+        """The smallest bucket that holds `n` images."""
+        return next(b for b in self.bucket_sizes() if b >= n)
 
 
 class PreprocessConfig(BaseModel):
@@ -445,14 +498,3 @@ def read_model_config(directory: Path) -> ModelConfig:
     cfg = ModelConfig.model_validate_json((directory / CONFIG_FILE).read_text())
     cfg.directory = directory
     return cfg
-
-
-def load_model_configs(
-    models_dir: Path, extra_backends: list[str] | None = None
-) -> list[ModelConfig]:
-    """Every model to serve from a repository: each folder's config (or its served version
-    folders), its variants, and one copy per extra backend asked for (named <model>-<backend>).
-    The folder rules live in app.model_folders (imported here: it builds on this module)."""
-    from app.model_folders import scan
-
-    return [c for configs in scan(models_dir, extra_backends).values() for c in configs]

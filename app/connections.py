@@ -5,11 +5,11 @@ do to a connection before the app sees a request, or after it has answered one.
 them; each is a few lines around its parser callbacks, which we leave untouched):
 
 - Lingering close. An early answer (413 from Content-Length, or mid-stream when a chunked
-  body passes the limit, or any error before the body is read) closed the socket with the
-  rest of the body unread; the kernel then resets the connection and a client that sends its
-  whole body before reading (urllib, requests, httpx) never sees the status. Now such an
-  answer says `Connection: close`, and the connection keeps reading and discarding the body,
-  up to `linger_bytes` and `linger_timeout_s`, before it closes (nginx's lingering close).
+  body passes the limit, or any error before the body is read) says `Connection: close`, and
+  the connection keeps reading and discarding the rest of the body, up to `linger_bytes` and
+  `linger_timeout_s`, before it closes (nginx's lingering close): closing with the body unread
+  would make the kernel reset the connection, and a client that sends its whole body before
+  reading (urllib, requests, httpx) would never see the status.
   When the client asked `Expect: 100-continue` and was not told to continue, it sends no
   body, and the connection closes at once.
 - Header timeout. A request whose headers are not complete `header_timeout_s` after the

@@ -1,10 +1,9 @@
 """What an image may cost to decode, and a fair way to share the decode threads.
 
-An image's decode time follows its pixels and its format far more than its size in bytes: a
-flat 36 Mpx PNG is 0.12 MB and costs half a core-second, a baseline JPEG of the same pixels is
-decoded at reduced size (DCT scaling) for a tenth of that. So, per image, from its header and a
-bounded look at its structure, before any pixel is decoded (docs/hostile-clients.md has the
-measured costs):
+An image's decode time follows its pixels and its format far more than its size in bytes (a
+small flat PNG can cost more than a large baseline JPEG, which is decoded at reduced size by
+DCT scaling). So, per image, from its header and a bounded look at its structure, before any
+pixel is decoded (docs/hostile-clients.md has the measured costs):
 
 - JPEG (baseline or progressive; both are decoded at reduced size): `max_image_pixels`, and at
   most `max_jpeg_scans` scans (each scan of a progressive JPEG is a pass over every block: a

@@ -1,4 +1,4 @@
-"""Domain errors. No web framework imports here: api/errors.py maps these to HTTP."""
+"""Domain errors. No web framework imports here: app/api/errors.py maps these to statuses."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -15,10 +14,14 @@ from fastapi import FastAPI
 from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
+from app.api.http import ui
+from app.api.http.observe import ObservedFastAPI
 from app.api.http.security import BearerAuth, BodyLimit
+from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
+from app.observability.observer import Observer
 from app.repository import ModelRepository
 from app.service import DataPlane
 
@@ -69,15 +72,22 @@ def create_app(
             [m.config for m in repository.all_served()],
             settings.workers,
         )
-        repository.decode_threads = decode_threads
-        repository.decode_source = "config" if settings.decode_threads else "budget"
-        decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        repository.builder.decode_threads = decode_threads
+        repository.builder.decode_source = "config" if settings.decode_threads else "budget"
         app.state.repository = repository
-        app.state.dataplane = DataPlane(settings, repository, decode_pool)
+        dataplane = DataPlane(settings, repository, decode_threads)
+        v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
+        app.state.dataplane, app.state.v2 = dataplane, v2
+        app.state.observer.start()  # the trace exporter, when tracing is configured
         await repository.load_all()
+        stats = app.state.stats if settings.ui else None  # the status page's figures
+        if stats is not None:
+            stats.start()
         grpc_server = None
         try:
-            grpc_server = await grpc_service.start(settings, app.state)  # same loop, DataPlane
+            grpc_server = await grpc_service.start(  # same loop, DataPlane
+                settings, v2, app.state.observer
+            )
             # warning level, so it shows at every log level: one line per process and start,
             # which is how a supervisor (or benchmarks/gpu_check.sh) counts the ready workers
             log.warning(
@@ -87,14 +97,16 @@ def create_app(
             )
             yield
         finally:
+            if stats is not None:
+                await stats.stop()
             repository.begin_drain()  # not ready from here; gRPC answers its accepted calls
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
-            decode_pool.shutdown(wait=True)
-            app.state.dataplane.close()
+            dataplane.close()
+            app.state.observer.stop()  # sends the spans still buffered
             log.info("all models closed")
 
-    app = FastAPI(
+    app = ObservedFastAPI(  # request IDs, Server-Timing, access log, traces: around everything
         title="resnet-serve",
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
@@ -104,12 +116,20 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
+    app.state.observer = Observer(settings)
     http_api.install(app)
+    if settings.ui:
+        ui.install(app)  # the web page at / and /status, and /v1/status
     # outermost last: auth answers before a byte of an unauthorised body is read
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.auth_token:
         app.add_middleware(
-            BearerAuth, token=settings.auth_token, protect_metrics=settings.protect_metrics
+            BearerAuth,
+            token=settings.auth_token,
+            protect_metrics=settings.protect_metrics,
+            # the page holds no data; each call it makes sends the token
+            public=ui.PUBLIC_PATHS if settings.ui else (),
+            public_prefixes=ui.PUBLIC_PREFIXES if settings.ui else (),
         )
     return app
 

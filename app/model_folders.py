@@ -207,3 +207,11 @@ def fingerprint(folder: Folder) -> tuple[tuple[str, int, int], ...]:
             if len(entries) >= MAX_FINGERPRINT_FILES:
                 return tuple(entries)
     return tuple(entries)
+
+
+def load_model_configs(
+    models_dir: Path, extra_backends: list[str] | None = None
+) -> list[ModelConfig]:
+    """Every model to serve from a repository: each folder's config (or its served version
+    folders), its variants, and one copy per extra backend asked for (named <model>-<backend>)."""
+    return [c for configs in scan(models_dir, extra_backends).values() for c in configs]

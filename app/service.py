@@ -23,6 +23,7 @@ import numpy as np
 from app.config import PreprocessConfig, Settings
 from app.decode_limits import DecodeGate, DecodeLimits
 from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, QueueFull, about_image
+from app.observability import request as observed
 from app.postprocess import top_k
 from app.preprocess import (
     Batch,
@@ -49,8 +50,8 @@ class Prediction:
 
 
 def check_image_count(count: int, limit: int) -> None:
-    """The one image-count rule of every adapter: at least one image (400), at most `limit`
-    (413). Adapters call it as soon as they know the count, before decoding anything."""
+    """The image-count rule: at least one image (400), at most `limit` (413). Callers go
+    through DataPlane.check_image_count, which applies the server's limit."""
     if count == 0:
         raise InvalidInput("the request holds no image")
     if count > limit:
@@ -71,15 +72,14 @@ def lower_thread_priority() -> None:
 
 
 class DataPlane:
-    def __init__(
-        self, settings: Settings, repository: ModelRepository, decode_pool: ThreadPoolExecutor
-    ):
+    def __init__(self, settings: Settings, repository: ModelRepository, decode_threads: int):
+        """`decode_threads`: the decode pool's size in force (settings.decode_threads, or the
+        thread budget's when that is 0); the decode gate is sized from it too."""
         self.settings = settings
         self.repository = repository
-        self.decode_pool = decode_pool
+        self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self.decode_limits = DecodeLimits.from_settings(settings)
-        # sized by the pool in force (settings.decode_threads may be 0: from the thread budget)
-        self.decode_gate = DecodeGate(settings, decode_pool._max_workers)
+        self.decode_gate = DecodeGate(settings, decode_threads)
         # Costly images decode in threads of their own (as many as the gate's costly slots),
         # at a lower CPU priority: they never take a decode thread from cheap images (a pool
         # of one, the budget's default up to 7 cores, has no half to spare), and where both
@@ -91,7 +91,8 @@ class DataPlane:
         )
 
     def close(self) -> None:
-        """Stop the costly images' threads (the decode pool is the caller's)."""
+        """Stop the decode threads (after the requests that use them are answered)."""
+        self.decode_pool.shutdown(wait=True)
         self.costly_pool.shutdown(wait=True)
 
     def model(self, name: str) -> ServedModel:
@@ -105,15 +106,34 @@ class DataPlane:
         ms = min(ms, self.settings.request_timeout_ms)  # a client may ask for less, never more
         return time.monotonic() + ms / 1000.0
 
+    # ------------------------------------------------------------------ request checks
+    # Each rule has one home here. DataPlane.infer applies the count and readiness rules to
+    # every request (every protocol passes through it); an earlier call elsewhere is kept
+    # only where it saves work, with a comment there saying which.
     def check_image_count(self, count: int) -> None:
         check_image_count(count, self.settings.max_images_per_request)
+
+    def check_top_k(self, k: int) -> None:
+        if not 1 <= k <= self.settings.max_top_k:
+            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {k}")
 
     async def decode_images(self, model: ServedModel, images: list[bytes]) -> Batch:
         """Decode every image of one request in parallel; the first bad one fails the request.
 
         For a model that decodes on its GPU: check every header (and decode what nvJPEG is not
         given) instead, and return the list of EncodedImage the batcher carries."""
-        self.check_image_count(len(images))
+        record = observed.current()  # the request's phase marks (app/observability)
+        if record is None:
+            return await self._decode_images(model, images)
+        record.at_model(model.name, model.config.version)
+        record.decode_started(len(images))
+        try:
+            return await self._decode_images(model, images)
+        finally:
+            record.decode_ended()
+
+    async def _decode_images(self, model: ServedModel, images: list[bytes]) -> Batch:
+        self.check_image_count(len(images))  # early: before any image takes a decode slot
         cfg = model.config.input
         try:
             self.decode_gate.admit(len(images))  # 503 at once when the decode queue is full
@@ -210,14 +230,20 @@ class DataPlane:
                 f"model {model.name!r} takes uint8 images of shape {list(expected)}; "
                 f"got {batch.dtype} {list(batch.shape[1:])}"
             )
-        self.check_image_count(len(batch))
+        self.check_image_count(len(batch))  # every request, whatever its protocol
         # No await from here to submit(): the request binds to the instances serving now, so a
-        # reload switching them (ModelRepository.load) never strands it.
+        # reload switching them (ModelRepository.load) never strands it. This is the readiness
+        # check of every request; earlier ones only spare a request that would fail here its
+        # decoding.
         batcher = model.require_ready()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             model.telemetry.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request reached the queue")
+        record = observed.current()
+        if record is not None:  # the batcher's WorkItems take it from here
+            record.at_model(model.name, model.config.version)
+            record.submitted(len(batch))
         result = asyncio.ensure_future(batcher.submit(batch, deadline))
         waiters: set[asyncio.Future[Any]] = {result}
         gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None
@@ -247,23 +273,20 @@ class DataPlane:
 
     async def classify(
         self,
-        name: str,
+        model: ServedModel,
         images: list[bytes],
         k: int,
         timeout_ms: float | None = None,
         disconnected: Disconnected | None = None,
     ) -> list[list[Prediction]]:
+        """Encoded images -> their top-k predictions. `model`: from model(name), resolved
+        before the request's body was read (its 404 costs no upload)."""
         deadline = self.deadline(timeout_ms)
         self.check_top_k(k)
-        model = self.model(name)
-        model.require_ready()
+        model.require_ready()  # early: a model that is not ready costs no decoding
         batch = await self.decode_images(model, images)
         logits = await self.infer(model, batch, deadline, disconnected)
         return self.predictions(model, logits, k)
-
-    def check_top_k(self, k: int) -> None:
-        if not 1 <= k <= self.settings.max_top_k:
-            raise InvalidInput(f"top_k must be between 1 and {self.settings.max_top_k}, got {k}")
 
     @staticmethod
     def predictions(model: ServedModel, logits: np.ndarray, k: int) -> list[list[Prediction]]:

@@ -8,23 +8,15 @@ divided by `workers` when several server processes share the port):
 
 - a model on the CPU: instances = min(C, max(2, C // 8)); inference threads per instance =
   C // instances. So 2 instances of C/2 threads up to 16 cores, then one instance per 8 cores.
-  Measured on 2 cores (AVX-512, ResNet-50 int8, one JPEG per request, ONNX Runtime): 2
-  instances x 1 thread served about 10 % more than 1 instance x 2 threads, because one
-  instance's batch is formed and its outputs answered while the other computes, and one
-  thread per instance never waits on a pool barrier. Above 16 cores the figure of 8 threads
-  per instance follows OpenVINO's own throughput-streams sizing and ONNX Runtime's advice of
-  not scaling one intra-op pool far beyond a socket's few memory channels; not measured here.
 - a model on a GPU: the configured instances (default 1) and 1 inference thread each (the CPU
   only feeds the GPU; ONNX Runtime's CPU fallback then also stays at one thread).
 - decode threads (per process, shared by every model): max(1, C // 4) when any model infers on
-  the CPU, else C. Decoding and resizing a 500x375 JPEG costs about 2 ms of one core, about a
-  fifth of the CPU time of a served ResNet-50 int8 image, so a quarter of the cores' worth of
-  decode threads keeps the inference threads fed; decode threads sleep when no image waits,
-  whereas the inference threads are all busy under load. On GPU servers decoding is the CPU's
-  only job.
+  the CPU, else C (on GPU servers decoding is the CPU's only job).
 
 Each model's budget assumes it is the one under load: a server that loads several models at
-once on the CPU should set `instances` and the threads per model in config.json.
+once on the CPU should set `instances` and the threads per model in config.json. Where a
+backend keeps its thread count is the backend's own fact (Backend.thread_option). Why these
+figures, and what they were measured on: docs/design-notes.md, "Thread budgets".
 """
 
 from __future__ import annotations
@@ -36,19 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from app.backends import known_backend
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-# Where each backend keeps its inference-thread count: (section of ModelConfig, field).
-THREAD_OPTIONS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("onnxruntime", "intra_op_threads"),
-    "torchscript": ("torch", "threads"),
-    "eager": ("torch", "threads"),
-    "openvino": ("openvino", "threads"),
-}
 
 
 @dataclass(frozen=True)
@@ -103,6 +88,13 @@ def usable_cores(root: Path = CGROUP_ROOT) -> Cores:
     return Cores(max(1, usable), affinity, quota)
 
 
+def thread_option(config: ModelConfig) -> tuple[str, str] | None:
+    """Where the model's backend keeps its inference-thread count (Backend.thread_option);
+    None for a backend without one, or one that cannot be had here."""
+    cls = known_backend(config.backend)
+    return cls.thread_option if cls is not None else None
+
+
 def cpu_instances(cores: int) -> int:
     return max(1, min(cores, max(2, cores // 8)))
 
@@ -123,7 +115,7 @@ def plan(
     else:
         instances = 1 if config.is_cuda else cpu_instances(per_process)
         source["instances"] = "budget"
-    option = THREAD_OPTIONS.get(config.backend)
+    option = thread_option(config)
     if option is None:
         threads, source["inference_threads"] = 0, "backend has no thread option"
     elif getattr(getattr(config, option[0]), option[1]):
@@ -142,7 +134,7 @@ def apply(config: ModelConfig, budget: ThreadBudget) -> ModelConfig:
     update: dict[str, Any] = {
         "batching": config.batching.model_copy(update={"instances": budget.instances})
     }
-    option = THREAD_OPTIONS.get(config.backend)
+    option = thread_option(config)
     if option is not None and budget.inference_threads:
         section, field = option
         update[section] = getattr(config, section).model_copy(
@@ -164,7 +156,7 @@ def log_process_budget(
     cores: Cores, decode_threads: int, configs: list[ModelConfig], workers: int
 ) -> int:
     """The process's decode pool size (decode_pool_size), logged with the cores it plans for;
-    each model's own budget is planned and logged when it is built (app/repository.py)."""
+    each model's own budget is planned and logged when it is built (app/repository/instances.py)."""
     pool = decode_pool_size(decode_threads, configs, cores.usable, workers)
     quota = "none" if cores.cgroup_quota is None else f"{cores.cgroup_quota:g} CPUs"
     log.info(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.backends import create_backend
-from app.batching import DynamicBatcher, bucket_for, bucket_sizes
+from app.batching import DynamicBatcher
 from app.config import BatchingConfig
 from app.errors import DeadlineExceeded, InferenceError, ModelNotReady, QueueFull
 from app.metrics import Metrics
@@ -56,10 +56,14 @@ def release(behaviour: Behaviour) -> None:
 
 
 def test_bucket_sizes() -> None:
-    assert bucket_sizes(1) == [1]
-    assert bucket_sizes(8) == [1, 2, 4, 8]
-    assert bucket_sizes(12) == [1, 2, 4, 8, 12]
-    assert bucket_for(3, 8) == 4 and bucket_for(9, 12) == 12
+    def sizes(n: int) -> list[int]:
+        return BatchingConfig(max_batch_size=n).bucket_sizes()
+
+    assert sizes(1) == [1]
+    assert sizes(8) == [1, 2, 4, 8]
+    assert sizes(12) == [1, 2, 4, 8, 12]
+    assert BatchingConfig(max_batch_size=8).bucket_for(3) == 4
+    assert BatchingConfig(max_batch_size=12).bucket_for(9) == 12
 
 
 async def test_concurrent_requests_form_batches_and_get_their_own_rows() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.config import ModelConfig, Settings, load_model_configs
+from app.config import ModelConfig, Settings
+from app.model_folders import load_model_configs
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.api.http.models import describe
 from app.config import ModelConfig
 from app.metrics import Metrics
 from app.placement import instance_configs, instance_devices
@@ -88,5 +89,5 @@ async def test_repository_loads_one_instance_per_placed_device() -> None:
     model = repo.get("fake")
     assert model.ready
     assert [b.config.device for b in model.backends] == ["cuda:0", "cuda:1", "cuda:0"]
-    assert model.describe()["instance_devices"] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert describe(model)["instance_devices"] == ["cuda:0", "cuda:1", "cuda:0"]
     await repo.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.api.http.models import describe
 from app.backends import create_backend
 from app.config import BatchingConfig, ModelConfig, read_model_config
 from app.metrics import Metrics
@@ -49,7 +50,7 @@ async def test_mode_switches_under_load_keep_every_answer(
         await repo.load_all()
     model = repo.get("tiny")
     assert model.ready, model.reason
-    described = model.describe()["scheduler"]
+    described = describe(model)["scheduler"]  # as GET /v1/models shows it
     assert described["scheduler"] == "adaptive", described["reason"]
     assert described["cores"] == 2 and described["wide_threads"] == 2
     assert set(described["bucket_ms"]["wide"]) == {1, 2, 4, 8}

@@ -109,7 +109,7 @@ async def test_served_model_reports_its_budget_and_the_log_states_it(
     explicit = base.variant("explicit", batching={"instances": 1, "max_batch_size": 2})
     auto = base.variant("auto", batching={"instances": 0, "max_batch_size": 2})
     cores = threads.usable_cores()
-    with caplog.at_level(logging.INFO):  # app.threads (process) and app.repository (per model)
+    with caplog.at_level(logging.INFO):  # app.threads: process; app.repository.instances: model
         app = create_app(Settings(), configs=[auto, explicit])
         async with app_client(app) as client:
             models = {m["name"]: m for m in (await client.get("/v1/models")).json()["models"]}

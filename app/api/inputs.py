@@ -1,6 +1,6 @@
 """Reading input, one home for every adapter (/v1 classify, V2, ...): JSON with a nesting
 limit, base64 images (data URLs too), the declared Content-Length. Pure functions, no web
-framework; the image-count limit is the data plane's (app.service.check_image_count)."""
+framework; the image-count limit is the data plane's (DataPlane.check_image_count)."""
 
 from __future__ import annotations
 

@@ -40,6 +40,16 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+def known_backend(name: str) -> type[Backend] | None:
+    """The backend's class, or None when it cannot be had (an unknown name, a plugin that does
+    not import): callers that only ask a class-level fact (its platform, its thread option)
+    then fall back, and a model that needs it fails to load and says why."""
+    try:
+        return backend_class(name)
+    except Exception:
+        return None
+
+
 @contextmanager
 def loaded_backend(config: ModelConfig) -> Iterator[Backend]:
     """A loaded backend for a one-off run (check, bench, tests), closed afterwards, even when
@@ -69,6 +79,7 @@ __all__ = [
     "REGISTRY",
     "backend_class",
     "create_backend",
+    "known_backend",
     "loaded_backend",
     "register_plugins",
 ]

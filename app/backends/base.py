@@ -1,6 +1,6 @@
-"""The one interface every backend implements. Backends import app.config, and the torch ones
-app.backends.torch.models (the torch helpers export shares); nothing above the batcher, nothing
-of HTTP.
+"""The one interface every backend implements. Backends import only app.backends and the
+foundation below them (app.config, app.errors, app.preprocess): nothing of the batcher, the
+repository, the data plane or the adapters (tests/test_layout.py).
 
 A backend owns one loaded model on one device and runs whole batches: uint8 NHWC in, float32
 logits out (first axis is the batch). It normalises on its own device, in its own precision.
@@ -13,8 +13,9 @@ A backend also says, before anything is loaded, what the rest of the server and 
 tools need to know of it (class-level, from a ModelConfig alone): its Triton `platform` name
 (V2 metadata and config), the file key it loads for a precision (`file_key`, `model_file`),
 the precisions a model's files let it serve (`precisions`), and the configurations
-`resnet-serve check` should try (`check_candidates`, each with why it cannot run here).
-Adding a backend is this one file plus a registry line (or a plugin): nothing else keeps a
+`resnet-serve check` should try (`check_candidates`, each with why it cannot run here), and
+where its inference-thread count lives in a ModelConfig (`thread_option`, for the thread
+budget). Adding a backend is this one file plus a registry line (or a plugin): nothing else keeps a
 table of backends.
 """
 
@@ -77,6 +78,10 @@ class Backend(abc.ABC):
     gpu_decode: ClassVar[bool] = False  # True: infer_encoded decodes on the model's own device
     # The precisions the backend can run at all; `precisions()` keeps those a model has files for.
     supported_precisions: ClassVar[tuple[str, ...]] = PRECISIONS
+    # Where the backend keeps its inference-thread count in ModelConfig, (section, field), e.g.
+    # ("onnxruntime", "intra_op_threads"); None: it has none, and the thread budget
+    # (app/threads.py) leaves its threads alone.
+    thread_option: ClassVar[tuple[str, str] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -180,7 +185,9 @@ class Backend(abc.ABC):
         return self.config.device
 
     def active_providers(self) -> list[str]:
-        return [f"torch-{self.config.device.split(':')[0]}"]
+        """The execution providers actually running the model (not those asked for); this
+        default names the backend and the kind of device, e.g. ["mybackend-cpu"]."""
+        return [f"{self.name}-{self.config.device.split(':')[0]}"]
 
     def details(self) -> dict[str, Any]:
         return {}

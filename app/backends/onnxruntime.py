@@ -269,6 +269,7 @@ def _import_ort() -> Any:
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    thread_option = ("onnxruntime", "intra_op_threads")
     platform = "onnxruntime_onnx"
     supported_precisions = ("fp32", "int8", "fp16")
 

@@ -20,10 +20,8 @@ model share one compiled model with one stream per instance (NUM_STREAMS = insta
 the thread budget's threads per instance) and each instance owns one synchronous infer request,
 since the batcher gives an instance one batch at a time: one copy of the weights for all. The
 alternative, LATENCY, compiles one single-stream model per instance. Batch shapes: one compiled
-model with a dynamic batch axis (default) or one per warmed batch size, padded up. Both
-defaults come from interleaved A/B runs in one process (docs/benchmarks.md, "OpenVINO design
-choices"): the shared THROUGHPUT model served 1.10-1.14x the separate LATENCY ones, and the
-dynamic batch 1.18x the padded buckets, on ResNet-50 int8, both measured under load.
+model with a dynamic batch axis (default) or one per warmed batch size, padded up. Why
+these defaults (A/B runs): docs/benchmarks.md, "Design choices of the OpenVINO backend".
 """
 
 from __future__ import annotations
@@ -39,7 +37,6 @@ from typing import Any
 import numpy as np
 
 from app.backends.base import Backend, BackendInfo
-from app.batching import bucket_sizes
 from app.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -81,6 +78,7 @@ def openvino_unavailable(precision: str, device: str) -> str | None:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    thread_option = ("openvino", "threads")
     # Triton's OpenVINO backend: model config `backend: "openvino"`, metadata platform "openvino"
     platform = "openvino"
     supported_precisions = ("fp32", "bf16", "int8")
@@ -153,7 +151,7 @@ class OpenVinoBackend(Backend):
             if opts.threads:
                 properties["INFERENCE_NUM_THREADS"] = opts.threads * instances
         if opts.batch_shapes == "buckets":
-            self._buckets = bucket_sizes(cfg.batching.max_batch_size)
+            self._buckets = cfg.batching.bucket_sizes()
         shapes = self._buckets or [0]
         if opts.performance_hint == "THROUGHPUT":
             # the file's identity too: a reload of a file rewritten in place (new weights) must

@@ -25,9 +25,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.config import ModelConfig, Settings, load_model_configs
+from app.config import ModelConfig, Settings
 from app.main import create_app
 from app.metrics import Metrics
+from app.model_folders import load_model_configs
 from app.ray_serve.sizing import ReplicaLimits, replica_limits
 
 log = logging.getLogger(__name__)

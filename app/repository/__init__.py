@@ -3,7 +3,14 @@ state, and the building of its instances."""
 
 from __future__ import annotations
 
-from app.repository.repository import ModelControl, ModelRepository
-from app.repository.state import ServedModel
+from app.repository.repository import IndexEntry, ModelControl, ModelRepository
+from app.repository.state import IndexState, ModelState, ServedModel
 
-__all__ = ["ModelControl", "ModelRepository", "ServedModel"]
+__all__ = [
+    "IndexEntry",
+    "IndexState",
+    "ModelControl",
+    "ModelRepository",
+    "ModelState",
+    "ServedModel",
+]

@@ -24,37 +24,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from app.batching import DynamicBatcher
 from app.config import ModelConfig
 from app.errors import ModelControlDisabled, ModelLoadFailed, ModelNotFound, ModelNotReady
 from app.metrics import Metrics, ModelTelemetry
 from app.model_folders import Folder, fingerprint, list_folders, read_folder, resolve_folder, scan
-from app.repository.instances import (
-    Instances,
-    build_schedule,
-    close_all,
-    close_quietly,
-    load_instances,
-    return_freed_memory,
-)
-from app.repository.state import (
-    FAILED,
-    LOADING,
-    READY,
-    STOPPED,
-    STOPPING,
-    UNLOADING,
-    ServedModel,
-)
-from app.threads import apply, plan, usable_cores
+from app.repository.instances import InstanceBuilder, Instances, close_quietly, retire
+from app.repository.state import IndexState, ModelState, ServedModel
+from app.threads import usable_cores
 
 log = logging.getLogger(__name__)
 
 ModelControl = Literal["none", "explicit"]
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One line of the repository index: a served model (with its version), or a folder that
+    serves none (no version)."""
+
+    name: str
+    state: IndexState
+    reason: str
+    version: str | None = None
 
 
 def _version_key(version: str) -> tuple[int, str]:
@@ -79,17 +74,17 @@ class ModelRepository:
     ) -> None:
         """`configs` are served at start; `owners` (served name -> folder) ties them to the
         folders of `models_dir` for the repository calls (see `from_directory`).
-        `decode_threads` (the process's decode pool, `decode_source` says where it came from)
-        and `cores` (usable, default: read from the machine) feed the thread budget that every
-        build of a model, at start and at each reload, applies (app/threads.py)."""
+        `cores` (usable, default: read from the machine), `workers` and `decode_threads` (the
+        process's decode pool, `decode_source` says where it came from) go to the builder: the
+        thread budget every build of a model applies, at start and at each reload."""
         self.metrics = metrics
-        self.retry_after_s = retry_after_s
         self.models_dir = models_dir
         self.extra_backends = list(extra_backends or [])
         self.model_control = model_control
         self.workers = workers
-        self.cores = cores or usable_cores().usable
-        self.decode_threads, self.decode_source = decode_threads, decode_source
+        self.builder = InstanceBuilder(
+            cores or usable_cores().usable, workers, retry_after_s, decode_threads, decode_source
+        )
         self.draining = False
         self._telemetry: dict[str, ModelTelemetry] = {}  # name -> its gauges
         self._version_telemetry: dict[tuple[str, str], ModelTelemetry] = {}
@@ -99,7 +94,7 @@ class ModelRepository:
         self.load_errors: dict[str, str] = {}  # folder -> why its last load failed
         self._fingerprints: dict[str, tuple[tuple[str, int, int], ...]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._busy: dict[str, str] = {}  # folder -> LOADING / UNLOADING while it runs
+        self._busy: dict[str, ModelState] = {}  # folder -> LOADING / UNLOADING while it runs
         for c in configs:
             model = ServedModel(
                 c, self._telemetry_of(c.name, c.version), folder=self.owner.get(c.name)
@@ -219,83 +214,31 @@ class ModelRepository:
 
     async def _build(self, cfg: ModelConfig) -> Instances:
         """Load, warm up and start one model beside whatever serves now."""
-        if cfg.weights_fallback:
-            log.warning(
-                "model %s serves RANDOM weights (ImageNet weights could not be downloaded at "
-                "export): its predictions are meaningless",
-                cfg.name,
-            )
-        budget = plan(cfg, self.cores, self.workers, self.decode_threads, self.decode_source)
-        cfg = apply(cfg, budget)
-        log.info(
-            "thread budget: model %s: %d instance(s) (%s) x %s inference thread(s) (%s)",
-            cfg.name,
-            budget.instances,
-            budget.source["instances"],
-            budget.inference_threads or "default",
-            budget.source["inference_threads"],
-        )
-        started = time.perf_counter()
-        backends, info, executors = await asyncio.to_thread(load_instances, cfg)
-        schedule, wide = await asyncio.to_thread(build_schedule, cfg, budget, backends, executors)
-        batcher = DynamicBatcher(
-            cfg.name,
-            backends,
-            cfg.batching,
+        return await self.builder.build(
+            cfg,
             self._telemetry_of(cfg.name, cfg.version),
-            pad_to_bucket=cfg.pads_to_bucket,
-            retry_after_s=self.retry_after_s,
-            executors=executors,
             on_health_change=lambda: self.publish_ready(cfg.name),
-            schedule=schedule,
-            wide=wide,
         )
-        batcher.start()
-        seconds = round(time.perf_counter() - started, 3)
-        log.info(
-            "model %s version %s ready in %.1f s: backend %s on %s (%s), providers %s, "
-            "%d instance(s)",
-            cfg.name,
-            cfg.version,
-            seconds,
-            cfg.backend,
-            info.device,
-            cfg.precision,
-            info.providers,
-            len(backends),
-        )
-        return Instances(cfg, backends, batcher, info, seconds, budget)
 
     async def _start(self, model: ServedModel) -> None:
         try:
             built = await self._build(model.config)
         except Exception as exc:
-            model.state, model.reason = FAILED, f"load failed: {type(exc).__name__}: {exc}"
+            model.state = ModelState.FAILED
+            model.reason = f"load failed: {type(exc).__name__}: {exc}"
             log.error("model %s: %s", model.name, model.reason)
             return
         model.attach(built)
         model.telemetry.set_info(built.config.backend, built.info.device, built.info.precision)
         self.publish_ready(model.name)
 
-    async def _retire(self, old: list[Instances]) -> None:
-        """Finish what the old instances accepted, then release them."""
-
-        async def one(instances: Instances) -> None:
-            await instances.batcher.close()
-            await asyncio.to_thread(close_all, instances.backends)
-            instances.backends.clear()
-
-        await asyncio.gather(*(one(o) for o in old))
-        if old:
-            await asyncio.to_thread(return_freed_memory)
-
     def stop_accepting(self) -> None:
         self.begin_drain()
         for model in self.all_served():
             if model.batcher is not None:
                 model.batcher.stop_accepting()
-                if model.state == READY:
-                    model.state = STOPPING
+                if model.state == ModelState.READY:
+                    model.state = ModelState.STOPPING
         for name in list(self._telemetry):
             self.publish_ready(name)
 
@@ -308,8 +251,8 @@ class ModelRepository:
             for backend in model.backends:
                 close_quietly(backend)
             model.backends.clear()
-            if model.state != FAILED:
-                model.state = STOPPED
+            if model.state != ModelState.FAILED:
+                model.state = ModelState.STOPPED
         for name in list(self._telemetry):
             self.publish_ready(name)
 
@@ -335,48 +278,42 @@ class ModelRepository:
     def _models_of(self, folder: str) -> list[ServedModel]:
         return [m for m in self.all_served() if m.folder == folder]
 
-    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+    def index(self, ready_only: bool = False) -> list[IndexEntry]:
         """Every model folder of the repository with its served models: Triton's repository
         index (name, version, state READY / UNAVAILABLE / LOADING / UNLOADING, reason)."""
         folders = list(list_folders(self.models_dir)) if self.models_dir is not None else []
         folders += sorted({m.folder for m in self.all_served() if m.folder} - set(folders))
-        entries: list[dict[str, str]] = []
+        entries: list[IndexEntry] = []
         for folder in folders:
             models = self._models_of(folder)
             busy = self._busy.get(folder)
             if not models:
                 error = self.load_errors.get(folder)
-                state = busy or "UNAVAILABLE"
-                entries.append(
-                    {
-                        "name": folder,
-                        "state": state,
-                        "reason": error or ("" if busy else "unloaded"),
-                    }
-                )
+                state = IndexState[busy.name] if busy else IndexState.UNAVAILABLE
+                entries.append(IndexEntry(folder, state, error or ("" if busy else "unloaded")))
             for m in sorted(models, key=lambda m: (m.name, _version_key(m.config.version))):
                 entries.append(self._entry(m, busy, self.load_errors.get(folder)))
         entries += [self._entry(m, None, None) for m in self.all_served() if m.folder is None]
         if ready_only:
-            entries = [e for e in entries if e["state"] == "READY"]
+            entries = [e for e in entries if e.state == IndexState.READY]
         return entries
 
-    def _entry(self, m: ServedModel, busy: str | None, error: str | None) -> dict[str, str]:
-        if m.state in (UNLOADING, STOPPING) or busy == "UNLOADING":
-            state, reason = "UNLOADING", ""
+    def _entry(self, m: ServedModel, busy: ModelState | None, error: str | None) -> IndexEntry:
+        if m.state in (ModelState.UNLOADING, ModelState.STOPPING) or busy == ModelState.UNLOADING:
+            state, reason = IndexState.UNLOADING, ""
         elif m.ready:
-            state = "READY"
+            state = IndexState.READY
             reason = f"serving the previous load; the last one failed: {error}" if error else ""
-            if busy == "LOADING":
+            if busy == ModelState.LOADING:
                 reason = "serving; a new load is being built beside it"
-        elif m.state == LOADING:
-            state, reason = "LOADING", ""
+        elif m.state == ModelState.LOADING:
+            state, reason = IndexState.LOADING, ""
         else:
-            state = "UNAVAILABLE"
+            state = IndexState.UNAVAILABLE
             reason = m.reason or ("draining" if m.draining else f"not ready ({m.state})")
-        return {"name": m.name, "version": m.config.version, "state": state, "reason": reason}
+        return IndexEntry(m.name, state, reason, m.config.version)
 
-    async def load(self, name: str) -> list[dict[str, str]]:
+    async def load(self, name: str) -> list[IndexEntry]:
         """Load a folder of the repository (a folder name, or a model it serves), or reload it
         if its files changed: built and warmed beside what serves now, then switched at once.
         Returns the folder's index entries. Raises ModelControlDisabled, InvalidInput (not a
@@ -395,7 +332,7 @@ class ModelRepository:
             ):
                 log.info("load %s: unchanged and serving; nothing to do", folder.name)
                 return self._folder_index(folder.name)
-            self._busy[folder.name] = "LOADING"
+            self._busy[folder.name] = ModelState.LOADING
             try:
                 built = await self._build_folder(folder)
             except Exception as exc:
@@ -407,7 +344,7 @@ class ModelRepository:
             finally:
                 self._busy.pop(folder.name, None)
             if self.draining:  # SIGTERM while it was being built
-                await self._retire(built)  # type: ignore[unreachable]  # begin_drain() may run during the awaits above
+                await retire(built)  # type: ignore[unreachable]  # begin_drain() may run during the awaits above
                 raise ModelNotReady("the server is shutting down: nothing is loaded")
             retired = self._switch(folder.name, built)
             self._fingerprints[folder.name] = mark
@@ -417,11 +354,11 @@ class ModelRepository:
                 folder.name,
                 ", ".join(f"{b.config.name} v{b.config.version}" for b in built),
             )
-            await self._retire(retired)
+            await retire(retired)
             return self._folder_index(folder.name)
 
-    def _folder_index(self, folder: str) -> list[dict[str, str]]:
-        return [e for e in self.index() if self.owner.get(e["name"], e["name"]) == folder]
+    def _folder_index(self, folder: str) -> list[IndexEntry]:
+        return [e for e in self.index() if self.owner.get(e.name, e.name) == folder]
 
     async def _build_folder(self, folder: Folder) -> list[Instances]:
         configs = await asyncio.to_thread(read_folder, folder, self.extra_backends)
@@ -439,7 +376,7 @@ class ModelRepository:
                 except Exception as exc:
                     raise ValueError(f"{cfg_name}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
-            await self._retire(built)
+            await retire(built)
             raise
         return built
 
@@ -478,12 +415,12 @@ class ModelRepository:
         """Take one version out of the served set; its instances join `retired` (to drain
         and close)."""
         del self.versions[m.name][m.config.version]
-        m.state, m.reason = STOPPED, reason
+        m.state, m.reason = ModelState.STOPPED, reason
         old = m.detach()
         if old is not None:
             retired.append(old)
 
-    async def unload(self, name: str) -> list[dict[str, str]]:
+    async def unload(self, name: str) -> list[IndexEntry]:
         """Stop accepting (503 meanwhile), finish every request accepted, release the
         instances; the names then answer 404. Unloading what is not loaded is a no-op."""
         self._check_control("unload")
@@ -492,10 +429,10 @@ class ModelRepository:
             models = self._models_of(folder)
             if not models:
                 return self._folder_index(folder)
-            self._busy[folder] = "UNLOADING"
+            self._busy[folder] = ModelState.UNLOADING
             try:
                 for m in models:
-                    m.state, m.reason = UNLOADING, "being unloaded"
+                    m.state, m.reason = ModelState.UNLOADING, "being unloaded"
                     if m.batcher is not None:
                         m.batcher.stop_accepting()
                     self.publish_ready(m.name)
@@ -509,7 +446,7 @@ class ModelRepository:
                     self.publish_ready(n)
                     if n not in self.models:  # free the name for another folder to serve
                         self.owner.pop(n, None)
-                await self._retire(retired)
+                await retire(retired)
             finally:
                 self._busy.pop(folder, None)
             self._fingerprints.pop(folder, None)

@@ -8,20 +8,38 @@ cleared). The object a request holds stays the same across a reload: only its in
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
 
 from app.backends import Backend, BackendInfo
-from app.batching import DynamicBatcher, bucket_sizes
+from app.batching import DynamicBatcher
 from app.config import ModelConfig
 from app.errors import ModelNotReady
 from app.metrics import ModelTelemetry
 from app.repository.instances import Instances
 from app.threads import ThreadBudget
 
-LOADING, READY, FAILED, STOPPING, STOPPED = "loading", "ready", "failed", "stopping", "stopped"
-UNLOADING = "unloading"
+
+class ModelState(StrEnum):
+    """Where a served model is in its life: the one vocabulary of the repository, /v1/models
+    and the logs."""
+
+    LOADING = "loading"  # being built (at start, or a folder's load)
+    READY = "ready"  # serving (ready too unless draining or every instance is stuck)
+    FAILED = "failed"  # its load failed; `reason` says why
+    STOPPING = "stopping"  # the server shuts down: finishing what it accepted
+    STOPPED = "stopped"  # released (server closed, or no longer served)
+    UNLOADING = "unloading"  # its folder is being unloaded: draining
+
+
+class IndexState(StrEnum):
+    """Triton's repository index words for a folder or a served model (the index's wire
+    vocabulary); ModelRepository.index() derives them from ModelState, in one place."""
+
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    LOADING = "LOADING"
+    UNLOADING = "UNLOADING"
 
 
 @dataclass
@@ -31,7 +49,7 @@ class ServedModel:
 
     config: ModelConfig
     telemetry: ModelTelemetry
-    state: str = LOADING
+    state: ModelState = ModelState.LOADING
     reason: str | None = None
     backends: list[Backend] = field(default_factory=list)
     batcher: DynamicBatcher | None = None
@@ -50,7 +68,7 @@ class ServedModel:
     def serving(self) -> bool:
         """Takes requests now (also in the grace period of a drain, when it is not ready)."""
         return (
-            self.state == READY
+            self.state == ModelState.READY
             and self.batcher is not None
             and self.batcher.accepting
             and self.batcher.healthy
@@ -71,7 +89,8 @@ class ServedModel:
             return self.replaced_by.require_ready()
         if not self.serving or self.batcher is None:
             why = f": {self.reason}" if self.reason else ""
-            if self.state == READY and self.batcher is not None and not self.batcher.healthy:
+            stuck = self.batcher is not None and not self.batcher.healthy
+            if self.state == ModelState.READY and stuck:
                 why = ": every instance is busy with a batch that outlived infer_timeout_s"
             raise ModelNotReady(f"model {self.name!r} is {self.state}{why}")
         return self.batcher
@@ -82,7 +101,7 @@ class ServedModel:
         self.config, self.backends, self.batcher = built.config, built.backends, built.batcher
         self.info, self.load_seconds = built.info, built.load_seconds
         self.budget = built.budget
-        self.state, self.reason = READY, None
+        self.state, self.reason = ModelState.READY, None
         return old
 
     def detach(self) -> Instances | None:
@@ -98,46 +117,3 @@ class ServedModel:
             )
         self.backends, self.batcher = [], None
         return old
-
-    def describe(self) -> dict[str, Any]:
-        cfg = self.config
-        info = self.info
-        return {
-            "name": cfg.name,
-            "version": cfg.version,
-            "state": self.state if self.ready or self.state != READY else "unhealthy",
-            "ready": self.ready,
-            "reason": self.reason,
-            "arch": cfg.arch,
-            "backend": cfg.backend,
-            "device": info.device if info else cfg.device,
-            "instance_devices": [b.active_device() for b in self.backends],
-            "precision": cfg.precision,
-            "providers": info.providers if info else [],
-            "weights": cfg.weights,
-            "weights_fallback": cfg.weights_fallback,
-            "num_classes": cfg.num_classes,
-            "input": {
-                "shape": list(info.input_shape) if info else [cfg.input.crop, cfg.input.crop, 3],
-                "dtype": "uint8",
-                "layout": "NHWC",
-                "resize": cfg.input.resize,
-                "crop": cfg.input.crop,
-                "mean": list(cfg.input.mean),
-                "std": list(cfg.input.std),
-                "decode": cfg.input.decode,
-            },
-            "batching": {
-                **cfg.batching.model_dump(),
-                "pad_to_bucket": cfg.pads_to_bucket,
-                "warmed_batch_sizes": bucket_sizes(cfg.batching.max_batch_size),
-                "queue_depth": self.batcher.queue_depth if self.batcher else 0,
-            },
-            "scheduler": self.batcher.describe() if self.batcher else None,
-            "details": info.details if info else {},
-            "threads": self.budget.as_dict() if self.budget else None,
-            "export_check": cfg.export_check,
-            "load_seconds": self.load_seconds,
-            "folder": self.folder,
-            "worker_pid": os.getpid(),  # which server process answered (several with workers > 1)
-        }

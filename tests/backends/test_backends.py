@@ -113,3 +113,32 @@ def test_serving_core_does_not_import_torch_or_openvino() -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "torchscript", "eager", "openvino"])
+def test_each_backend_says_where_its_threads_are(name: str) -> None:
+    """Backend.thread_option names a real field of ModelConfig (the thread budget sets it)."""
+    from app.config import ModelConfig
+
+    option = backend_class(name).thread_option
+    assert option is not None, f"{name} has an inference-thread option"
+    section, field = option
+    section_type = ModelConfig.model_fields[section].annotation
+    assert isinstance(section_type, type) and field in section_type.model_fields
+
+
+def test_default_providers_name_the_backend_not_torch() -> None:
+    from app.backends.base import Backend
+    from tests.fakes import fake_config
+
+    class Bare(Backend):
+        name = "bare"
+
+        def load(self) -> None: ...
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            return batch
+
+    assert Bare(fake_config("m")).active_providers() == ["bare-cpu"]
+    torchscript = create_backend(fake_config("m").variant("t", backend="torchscript"))
+    assert torchscript.active_providers() == ["torch-cpu"]

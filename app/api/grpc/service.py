@@ -1,14 +1,15 @@
 """KServe V2 / Open Inference Protocol over gRPC: Triton's `inference.GRPCInferenceService`, as
 tritonclient.grpc and perf_analyzer speak it.
 
-A thin adapter, like v2.py and in the same process and event loop as HTTP: grpc_codec turns the
-messages into v2_codec's structures, then v2.py's own functions resolve the model, check the
-input, run it through the same DataPlane (decode pool, batcher, deadline, cancellation) and
-shape the outputs; v2_schema answers metadata, config and statistics. No second inference path.
+A thin adapter over app.api.v2.handler, like the HTTP routes and in the same process and event
+loop: grpc.codec turns the messages into the V2 codec's structures and back (GrpcTransport),
+the handler resolves the model, checks the input, runs it through the same DataPlane (decode
+pool, batcher, deadline, cancellation), shapes the outputs, and answers metadata, config and
+statistics. No second inference path.
 
 - Messages: generated from the vendored .proto files (app/api/grpc/gen, see generate.sh), so
   the server needs only the grpcio and protobuf runtimes, not a client package.
-- Errors: the HTTP status table of app/api/errors.py, mapped to gRPC codes (CODES below); the
+- Errors: the status table of app/api/errors.py, mapped to gRPC codes (CODES below); the
   message is the same text the HTTP JSON error carries.
 - Auth: with a token set, every call but ServerLive and ServerReady (open like the HTTP health
   routes) needs `authorization: Bearer <token>` metadata.
@@ -19,9 +20,8 @@ shape the outputs; v2_schema answers metadata, config and statistics. No second 
 - Shutdown: stop() refuses new calls and waits for the accepted ones (their deadline bounds it).
 
 The repository extension's calls (RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload)
-call the same ModelRepository.index() / load() / unload() as the HTTP routes
-(app/api/http/repository.py): the same model control mode, names and errors
-(403 -> PERMISSION_DENIED).
+call the handler's index() / load() / unload(), as the HTTP routes do: the same model control
+mode, names and errors (403 -> PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -35,23 +35,24 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from app import __version__
 from app.api.errors import CLIENT_CLOSED, status_of
 from app.api.grpc import codec as grpc_codec
 from app.api.grpc.gen import grpc_service_pb2 as pb
-from app.api.http.repository import refuse_load_parameters
-from app.api.http.v2 import input_batch, output_tensors, requested_outputs, resolve
-from app.api.recording import recorded
-from app.api.v2 import schema
+from app.api.grpc.observe import observed
+from app.api.v2 import codec
+from app.api.v2.handler import Transport, V2Handler
 from app.config import Settings
 from app.errors import DeadlineExceeded, InvalidInput, QueueFull, ServeError
-from app.service import ClientGone, DataPlane
+from app.observability.observer import Observer
+from app.observability.trace_settings import check_changeable
+from app.repository import ServedModel
+from app.service import ClientGone
 
 log = logging.getLogger(__name__)
 
 SERVICE = "inference.GRPCInferenceService"
 ENDPOINT = "v2_grpc_infer"
-# HTTP status of app/api/errors.py -> gRPC status code
+# status of app/api/errors.py (HTTP's numbers) -> gRPC status code
 CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -70,114 +71,97 @@ Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Callable[[Any, Context], Awaitable[Message]]
 
 
+class GrpcTransport(Transport[Message]):
+    """V2 over gRPC: a ModelInferRequest in, a ModelInferResponse out; the call's deadline
+    bounds the request's, and grpc cancels the call at that deadline or when the client
+    leaves."""
+
+    endpoint = ENDPOINT
+
+    def __init__(self, request: pb.ModelInferRequest, context: Context) -> None:
+        self.request, self.context = request, context
+
+    async def read(self) -> codec.InferRequest:
+        return grpc_codec.parse_request(self.request)
+
+    def timeout_ms(self, req: codec.InferRequest) -> float | None:
+        """The call's deadline and the request's `timeout` parameter, whichever is sooner
+        (DataPlane.deadline caps it by the server's)."""
+        candidates = []
+        left = self.context.time_remaining()
+        if left is not None:
+            if left <= 0:
+                raise DeadlineExceeded("the call's deadline passed before the request was read")
+            candidates.append(left * 1000.0)
+        if req.timeout_us is not None:
+            candidates.append(req.timeout_us / 1000.0)
+        return min(candidates) if candidates else None
+
+    def past_deadline(self) -> bool:
+        left = self.context.time_remaining()  # grpc cancels the call at its deadline too
+        return left is not None and left <= 0
+
+    def encode(
+        self, model: ServedModel, req: codec.InferRequest, outputs: list[codec.OutputTensor]
+    ) -> Message:
+        return grpc_codec.encode_response(model.name, model.config.version, req.id, outputs)
+
+
 class InferenceService:
     """One method per RPC: (request message, context) -> response message; ServeError out."""
 
-    def __init__(self, settings: Settings, state: Any) -> None:
-        self.settings = settings
-        self.state = state  # the FastAPI app.state: dataplane, repository, draining
-
-    @property
-    def dataplane(self) -> DataPlane:
-        # type-ignore reason: Starlette's app.state is untyped (Any); the lifespan sets dataplane
-        return self.state.dataplane  # type: ignore[no-any-return]
+    def __init__(self, v2: V2Handler, observer: Observer) -> None:
+        self.v2 = v2
+        self.observer = observer  # request IDs, access lines, traces; the trace settings
 
     # ------------------------------------------------------------------- server
     async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> Message:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: pb.ServerReadyRequest, context: Context) -> Message:
-        return pb.ServerReadyResponse(ready=self.dataplane.repository.ready)
+        return pb.ServerReadyResponse(ready=self.v2.ready)
 
     async def server_metadata(self, request: pb.ServerMetadataRequest, context: Context) -> Message:
-        return pb.ServerMetadataResponse(
-            name="resnet-serve", version=__version__, extensions=schema.EXTENSIONS
-        )
+        return pb.ServerMetadataResponse(**V2Handler.server_metadata())
 
     # ------------------------------------------------------------------- models
     async def model_ready(self, request: pb.ModelReadyRequest, context: Context) -> Message:
         try:
-            model = resolve(self.dataplane.repository, request.name, request.version or None)
+            model = self.v2.model(request.name, request.version or None)
         except ServeError:  # as tritonclient.http: an unknown model or version is "not ready"
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=model.ready)
 
     async def model_metadata(self, request: pb.ModelMetadataRequest, context: Context) -> Message:
-        repository = self.dataplane.repository
-        metadata = schema.model_metadata(resolve(repository, request.name, request.version or None))
-        metadata["versions"] = repository.served_versions(request.name)  # as HTTP: every one
-        return grpc_codec.model_metadata(metadata)
+        return grpc_codec.model_metadata(
+            self.v2.model_metadata(request.name, request.version or None)
+        )
 
     async def model_config(self, request: pb.ModelConfigRequest, context: Context) -> Message:
-        repository = self.dataplane.repository
-        model = resolve(repository, request.name, request.version or None)
-        config = schema.model_config(
-            model, self.settings.request_timeout_ms, repository.served_versions(request.name)
-        )
-        return grpc_codec.model_config(config)
+        return grpc_codec.model_config(self.v2.model_config(request.name, request.version or None))
 
     async def model_statistics(
         self, request: pb.ModelStatisticsRequest, context: Context
     ) -> Message:
-        repository = self.dataplane.repository
-        if request.name:
-            models = [resolve(repository, request.name, request.version or None)]
-        else:
-            models = repository.all_served()
-        return grpc_codec.model_statistics([schema.model_statistics(m) for m in models])
+        stats = self.v2.statistics(request.name or None, request.version or None)
+        return grpc_codec.model_statistics(stats)
 
     # ------------------------------------------------------------------- inference
     async def model_infer(self, request: pb.ModelInferRequest, context: Context) -> Message:
-        dataplane = self.dataplane
-        model = resolve(dataplane.repository, request.model_name, request.model_version or None)
-        with recorded(model.telemetry, ENDPOINT):
-            req = grpc_codec.parse_request(request)
-            deadline = dataplane.deadline(self._timeout_ms(req.timeout_us, context))
-            wanted = requested_outputs(req)
-            model.require_ready()
-            try:
-                batch = await input_batch(dataplane, model, req)  # decodes image_bytes
-                logits = await dataplane.infer(model, batch, deadline)
-            except asyncio.CancelledError:  # grpc cancels the call at its deadline too
-                left = context.time_remaining()
-                if left is None or left > 0:
-                    raise  # the client cancelled: counted as 499
-                model.telemetry.rejected("deadline")
-                raise DeadlineExceeded(
-                    "the call's deadline passed before its result was ready"
-                ) from None
-            return grpc_codec.encode_response(
-                model.name, model.config.version, req.id, output_tensors(model, logits, wanted)
-            )
-
-    @staticmethod
-    def _timeout_ms(timeout_us: float | None, context: Context) -> float | None:
-        """The call's deadline and the request's `timeout` parameter, whichever is sooner
-        (DataPlane.deadline caps it by the server's)."""
-        candidates = []
-        left = context.time_remaining()
-        if left is not None:
-            if left <= 0:
-                raise DeadlineExceeded("the call's deadline passed before the request was read")
-            candidates.append(left * 1000.0)
-        if timeout_us is not None:
-            candidates.append(timeout_us / 1000.0)
-        return min(candidates) if candidates else None
+        return await self.v2.infer(
+            request.model_name, request.model_version or None, GrpcTransport(request, context)
+        )
 
     # ------------------------------------------------------------------- repository
     async def repository_index(
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> Message:
-        repository = self.dataplane.repository
         self._check_repository_name(request.repository_name)
-        entries = repository.index(ready_only=request.ready)
+        entries = self.v2.index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
-                    name=e["name"],
-                    version=e.get("version", ""),
-                    state=e.get("state", ""),
-                    reason=e.get("reason", ""),
+                    name=e.name, version=e.version or "", state=e.state.value, reason=e.reason
                 )
                 for e in entries
             ]
@@ -187,16 +171,37 @@ class InferenceService:
         self, request: pb.RepositoryModelLoadRequest, context: Context
     ) -> Message:
         self._check_repository_name(request.repository_name)
-        refuse_load_parameters(request.parameters.keys())
-        await self.dataplane.repository.load(request.model_name)
+        await self.v2.load(request.model_name, request.parameters.keys())
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
         self, request: pb.RepositoryModelUnloadRequest, context: Context
     ) -> Message:
         self._check_repository_name(request.repository_name)
-        await self.dataplane.repository.unload(request.model_name)
+        await self.v2.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
+
+    # ------------------------------------------------------------------- trace extension
+    async def trace_setting(self, request: pb.TraceSettingRequest, context: Context) -> Message:
+        """Triton's trace extension (app/api/http/trace.py over HTTP): a call with no setting
+        reads them (tritonclient's get_trace_settings), one with settings changes them; a
+        setting with no value clears it."""
+        traces = self.observer.trace_settings
+        model = request.model_name or None
+        if model is not None:
+            self.v2.model(model)  # 404 for a model not served
+        if not request.settings:
+            current = traces.get(model)
+        else:
+            check_changeable(self.v2.settings.workers)
+            changes = {k: list(v.value) or None for k, v in request.settings.items()}
+            current = traces.update(model, changes)
+        return pb.TraceSettingResponse(
+            settings={
+                k: pb.TraceSettingResponse.SettingValue(value=v if isinstance(v, list) else [v])
+                for k, v in current.items()
+            }
+        )
 
     @staticmethod
     def _check_repository_name(name: str) -> None:
@@ -221,6 +226,7 @@ METHODS: dict[str, tuple[str, type[Message]]] = {
     "RepositoryIndex": ("repository_index", pb.RepositoryIndexRequest),
     "RepositoryModelLoad": ("repository_model_load", pb.RepositoryModelLoadRequest),
     "RepositoryModelUnload": ("repository_model_unload", pb.RepositoryModelUnloadRequest),
+    "TraceSetting": ("trace_setting", pb.TraceSettingRequest),
 }
 
 
@@ -246,9 +252,12 @@ def _guarded(name: str, method: Handler, token: bytes | None) -> Handler:
         except ServeError as exc:
             if context.done():  # cancelled or past its deadline: nobody to answer
                 raise asyncio.CancelledError() from exc
-            if isinstance(exc, QueueFull):
+            if isinstance(exc, QueueFull):  # beside the x-request-id already there (observe.py)
                 context.set_trailing_metadata(
-                    (("retry-after", str(max(1, round(exc.retry_after_s)))),)
+                    (
+                        *(context.trailing_metadata() or ()),
+                        ("retry-after", str(max(1, round(exc.retry_after_s)))),
+                    )
                 )
             code = CODES.get(status_of(exc), grpc.StatusCode.INTERNAL)
             await context.abort(code, exc.message)
@@ -267,7 +276,8 @@ def handler(service: InferenceService, token: str | None) -> grpc.GenericRpcHand
     secret = f"Bearer {token}".encode() if token else None
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guarded(name, getattr(service, attr), secret),
+            # observed outside the guard: refused and failed calls are seen too
+            observed(name, _guarded(name, getattr(service, attr), secret), service.observer),
             request_deserializer=cls.FromString,
             response_serializer=_serialize,
         )
@@ -280,7 +290,7 @@ def max_message_bytes(settings: Settings) -> int:
     return settings.grpc_max_message_bytes or settings.max_body_bytes
 
 
-async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
+async def start(settings: Settings, v2: V2Handler, observer: Observer) -> grpc.aio.Server | None:
     """Serve gRPC on settings.grpc_port (0: not at all) in the running event loop. With several
     workers each binds the port with SO_REUSEPORT and the kernel spreads the connections; a
     single process binds it exclusively, so a port already taken is an error at start-up, not
@@ -295,9 +305,7 @@ async def start(settings: Settings, state: Any) -> grpc.aio.Server | None:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
-    server.add_generic_rpc_handlers(
-        (handler(InferenceService(settings, state), settings.auth_token),)
-    )
+    server.add_generic_rpc_handlers((handler(InferenceService(v2, observer), settings.auth_token),))
     address = f"{settings.host}:{settings.grpc_port}"
     if ":" in settings.host:  # IPv6 literal
         address = f"[{settings.host}]:{settings.grpc_port}"

@@ -1,5 +1,6 @@
 """Reading request bodies within limits: size (413), content type (415), multipart parts,
-base64 JSON. Shared by every route that takes images; the parsing itself is app.api.inputs."""
+base64 JSON; and noticing the client hang up once the body is read. Shared by every route that
+takes images; the parsing itself is app.api.inputs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.formparsers import MultiPartException
 from app.api.inputs import b64decode, declared_length, parse_json
 from app.config import Settings
 from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from app.service import check_image_count
+from app.service import DataPlane
 
 RAW_TYPES = ("image/", "application/octet-stream")
 
@@ -42,20 +43,22 @@ def decode_base64(text: Any, index: int) -> bytes:
     return data
 
 
-async def read_images(request: Request, settings: Settings) -> list[bytes]:
-    """The images of a classify request: raw body, multipart files, or JSON base64."""
+async def read_images(request: Request, settings: Settings, dataplane: DataPlane) -> list[bytes]:
+    """The images of a classify request: raw body, multipart files, or JSON base64. The image
+    count (DataPlane.check_image_count) is checked as soon as it is known: early, before the
+    base64 is decoded or the parts are read."""
     kind = media_type(request)
     if kind.startswith(RAW_TYPES):
         return [await read_body(request, settings.max_body_bytes)]
     if kind == "multipart/form-data":
-        return await _multipart_images(request, settings)
+        return await _multipart_images(request, settings, dataplane)
     if kind == "application/json":
         body = await read_body(request, settings.max_body_bytes)
         value = parse_json(body, settings.max_json_depth)
         images = value.get("images") if isinstance(value, dict) else None
         if not isinstance(images, list):
             raise InvalidInput('JSON body must be {"images": ["<base64>", ...]}')
-        check_image_count(len(images), settings.max_images_per_request)
+        dataplane.check_image_count(len(images))  # early: before decoding the base64
         return [decode_base64(text, i) for i, text in enumerate(images)]
     raise UnsupportedMediaType(
         f"Content-Type {kind or '(none)'!r} is not accepted; send image/* (one image), "
@@ -63,7 +66,9 @@ async def read_images(request: Request, settings: Settings) -> list[bytes]:
     )
 
 
-async def _multipart_images(request: Request, settings: Settings) -> list[bytes]:
+async def _multipart_images(
+    request: Request, settings: Settings, dataplane: DataPlane
+) -> list[bytes]:
     declared_length(request.headers.get("content-length"), settings.max_body_bytes)
     try:
         form = await request.form(
@@ -77,7 +82,7 @@ async def _multipart_images(request: Request, settings: Settings) -> list[bytes]
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
             raise InvalidInput("multipart body holds no file part; send images as file parts")
-        check_image_count(len(files), settings.max_images_per_request)
+        dataplane.check_image_count(len(files))  # early: before reading the parts
         total, out = 0, []
         for f in files:
             data = await f.read()
@@ -90,3 +95,11 @@ async def _multipart_images(request: Request, settings: Settings) -> list[bytes]
         return out
     finally:
         await form.close()
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Completes when the client hangs up (the body has been read before this is awaited)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

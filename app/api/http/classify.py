@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from app.api.http.body import read_images
+from app.api.http.body import read_images, wait_for_disconnect
 from app.api.http.deps import DataPlaneDep, SettingsDep
 from app.api.recording import recorded
 
@@ -41,14 +41,6 @@ OPENAPI_BODY: dict[str, Any] = {
 }
 
 
-async def wait_for_disconnect(request: Request) -> None:
-    """Completes when the client hangs up (the body has been read before this is awaited)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 @router.post(
     "/v1/models/{name}/classify",
     openapi_extra=OPENAPI_BODY,
@@ -74,10 +66,10 @@ async def classify(
 ) -> Response:
     model = dataplane.model(name)  # 404 before reading a byte of the body
     with recorded(model.telemetry, "classify"):
-        dataplane.check_top_k(top_k)
-        images = await read_images(request, settings)
+        dataplane.check_top_k(top_k)  # early (classify checks it too): before the upload is read
+        images = await read_images(request, settings, dataplane)
         results = await dataplane.classify(
-            name, images, top_k, timeout_ms, disconnected=lambda: wait_for_disconnect(request)
+            model, images, top_k, timeout_ms, disconnected=lambda: wait_for_disconnect(request)
         )
         return JSONResponse(
             {

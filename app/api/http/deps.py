@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.v2.handler import V2Handler
 from app.config import Settings
 from app.metrics import Metrics
 from app.repository import ModelRepository
@@ -27,6 +28,11 @@ def get_dataplane(request: Request) -> DataPlane:
     return dataplane
 
 
+def get_v2(request: Request) -> V2Handler:
+    v2: V2Handler = request.app.state.v2  # set by create_app
+    return v2
+
+
 def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics  # set by create_app
     return metrics
@@ -35,4 +41,5 @@ def get_metrics(request: Request) -> Metrics:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(get_repository)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+V2Dep = Annotated[V2Handler, Depends(get_v2)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.backends import Backend, backend_class
-from app.batching import bucket_sizes
+from app.backends import Backend, known_backend
 from app.config import ModelConfig
 from app.metrics import ModelStats
 from app.repository import ServedModel
@@ -37,17 +36,15 @@ EXTENSIONS = [
     "statistics",
     "model_configuration",
     "model_repository",
+    "trace",  # app/api/http/trace.py: the sampler of the OpenTelemetry traces
 ]
 
 
 def backend_of(cfg: ModelConfig) -> type[Backend] | None:
     """The class of the model's backend, which knows its platform name and its files; None
-    when it cannot be had (an unknown name, a plugin that does not import): such a model
-    failed to load and says why, and its metadata still answers."""
-    try:
-        return backend_class(cfg.backend)
-    except Exception:
-        return None
+    when it cannot be had: such a model failed to load and says why, and its metadata still
+    answers."""
+    return known_backend(cfg.backend)
 
 
 def platform(cfg: ModelConfig) -> str:
@@ -136,7 +133,7 @@ def model_config(
         "batch_input": [],
         "batch_output": [],
         "dynamic_batching": {
-            "preferred_batch_size": bucket_sizes(b.max_batch_size) if cfg.pads_to_bucket else [],
+            "preferred_batch_size": b.bucket_sizes() if cfg.pads_to_bucket else [],
             "max_queue_delay_microseconds": int(b.max_queue_delay_ms * 1000),
             "preserve_ordering": False,
             "priority_levels": 0,

@@ -55,6 +55,7 @@ def warm_up_decoding(backend: Backend, batch_sizes: list[int]) -> None:
 class TorchBackend(Backend):
     gpu_decode = True
     supported_precisions = ("fp32", "bf16", "fp16")
+    thread_option = ("torch", "threads")
     _runner: TorchRunner | None = None  # set by load(), cleared by close()
 
     @classmethod
@@ -64,6 +65,9 @@ class TorchBackend(Backend):
         if precision == "fp16" and not device.startswith("cuda"):
             return NO_GPU_FP16
         return None
+
+    def active_providers(self) -> list[str]:
+        return [f"torch-{self.config.device.split(':')[0]}"]
 
     @abc.abstractmethod
     def build_module(self) -> Any:

@@ -179,18 +179,21 @@ class TorchRunner:
         return stack
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        host = torch.from_numpy(batch)
+        # A V2 tensor arrives as a read-only view of the request body (np.frombuffer), which
+        # torch.from_numpy warns about: on the GPU it is copied into the pinned staging buffer
+        # through numpy (no warning, no extra copy); on the CPU only such a view is copied.
         with torch.inference_mode():
             if not self.cuda:
+                host = torch.from_numpy(batch if batch.flags.writeable else batch.copy())
                 logits: np.ndarray = self.module(host).numpy()
                 return logits
             assert self.stream is not None and self.staging is not None
-            n = host.shape[0]
+            n = batch.shape[0]
             if n <= self.staging.shape[0]:
                 staged = self.staging[:n]
-                staged.copy_(host)
+                staged.numpy()[...] = batch
             else:  # larger than max_batch_size (a direct caller, never the batcher): one-off
-                staged = host.pin_memory()  # pin_memory() already copies; no second copy_
+                staged = torch.tensor(batch).pin_memory()
             with self._on_device():
                 x = staged.to(self.device, non_blocking=True)
                 out = self.module(x).to("cpu", non_blocking=True)

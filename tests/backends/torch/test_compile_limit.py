@@ -12,7 +12,7 @@ import torch._dynamo.config as dynamo_config
 from torch import nn
 
 import app.backends.torch.models as models
-from app.batching import bucket_sizes
+from app.config import BatchingConfig
 
 LIMIT = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
 
@@ -46,7 +46,7 @@ def counting(monkeypatch: pytest.MonkeyPatch):
 
 def test_every_bucket_of_max_batch_256_stays_compiled(counting) -> None:
     backend, seen = counting
-    sizes = bucket_sizes(256)  # 1, 2, ..., 128, 256: nine shapes
+    sizes = BatchingConfig(max_batch_size=256).bucket_sizes()  # 1, 2, ..., 128, 256: nine shapes
     assert len(sizes) == 9
     run_sizes(torch.compile(Tiny(), dynamic=False, backend=backend), sizes)  # type: ignore[arg-type]  # compile keeps the module's call
     assert len(seen) == 8, "the default limit leaves one size uncompiled (the fault)"
@@ -61,7 +61,8 @@ def test_every_bucket_of_max_batch_256_stays_compiled(counting) -> None:
 
 def test_the_limit_grows_with_every_compiled_instance(counting) -> None:
     backend, seen = counting
-    sizes = bucket_sizes(64)  # seven shapes, two instances sharing one forward()
+    # seven shapes, two instances sharing one forward()
+    sizes = BatchingConfig(max_batch_size=64).bucket_sizes()
     first = models.compile_module(Tiny(), "default", len(sizes), backend=backend)
     second = models.compile_module(Tiny(), "default", len(sizes), backend=backend)
     run_sizes(first, sizes)

@@ -670,3 +670,40 @@ async def test_gpu_decode_fallbacks_reach_the_metrics(
         "resnet_serve_gpu_decode_fallbacks_total", {"model": "m", "reason": "decoder_failed"}
     )
     assert value == 6
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda:0",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_a_read_only_batch_runs_without_the_non_writable_warning(device: str) -> None:
+    """A V2 tensor is a read-only view of the body: torch.from_numpy warned about it (seen in
+    every worker's log on the first GPU run). Its own process: torch warns once per process."""
+    import subprocess
+    import sys
+
+    code = f"""
+import warnings, numpy as np, torch
+warnings.simplefilter("error")
+from app.backends.torch.models import TorchRunner, build_arch, wrap
+from app.config import PreprocessConfig
+cfg = PreprocessConfig()
+module = wrap(build_arch("resnet-mini", 10), cfg.mean, cfg.std, "{device}", "fp32")
+runner = TorchRunner(module, "{device}", 4, (64, 64, 3), cfg)
+data = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+view = np.frombuffer(data.tobytes(), np.uint8).reshape(data.shape)
+assert not view.flags.writeable
+got = runner(view)
+big = np.frombuffer(np.concatenate([data] * 3).tobytes(), np.uint8).reshape(6, 64, 64, 3)
+np.testing.assert_allclose(runner(big)[:2], got, rtol=1e-3, atol=1e-3)
+np.testing.assert_allclose(runner(data.copy()), got, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-2000:]
