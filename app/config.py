@@ -330,6 +330,13 @@ class OrtOptions(BaseModel):
         description="Let idle ONNX Runtime threads spin for work. Off frees the cores for "
         "image decoding between batches when CPU inference and decoding share few cores.",
     )
+    stop_spinning_after_run: bool = Field(
+        False,
+        description="Threads that spin stop the moment a batch ends (ONNX Runtime's "
+        "session.force_spinning_stop) instead of spinning on for a while: they spin between "
+        "the operators of a batch, never between batches. The adaptive scheduler's wide "
+        "runner sets it: after its batch the instances may start on every core at once.",
+    )
     cuda: OrtCudaOptions = Field(default_factory=OrtCudaOptions)
     tensorrt: OrtTensorrtOptions = Field(default_factory=OrtTensorrtOptions)
 

@@ -81,6 +81,38 @@ async def test_mode_switches_under_load_keep_every_answer(
     assert batcher.max_cores_in_use <= 2
 
 
+def config_entries(opts: object, keys: tuple[str, ...]) -> dict[str, str]:
+    found = {}
+    for key in keys:
+        try:
+            found[key] = opts.get_session_config_entry(key)  # type: ignore[attr-defined]
+        except RuntimeError:  # not set
+            pass
+    return found
+
+
+def test_wide_runner_configs(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from app.backends.onnxruntime import OnnxRuntimeBackend, session_options
+    from app.backends.openvino import OpenVinoBackend
+
+    cfg = read_model_config(write_tiny_model(tmp_path / "tiny", 1))
+    wide = OnnxRuntimeBackend.wide_config(cfg, 4)
+    assert wide is not None
+    opts = session_options(ort, wide)
+    # every core, spinning between operators, not between batches
+    assert opts.intra_op_num_threads == 4
+    entries = ("session.force_spinning_stop", "session.intra_op.allow_spinning")
+    assert config_entries(opts, entries) == {"session.force_spinning_stop": "1"}
+    assert config_entries(session_options(ort, cfg), entries) == {}
+    latency = OpenVinoBackend.wide_config(cfg.variant("ov", backend="openvino"), 4)
+    assert latency is not None
+    assert (latency.openvino.performance_hint, latency.openvino.threads) == ("LATENCY", 4)
+    gpu = cfg.variant("gpu", device="cuda:0")
+    assert OnnxRuntimeBackend.wide_config(gpu, 4) is None
+
+
 def budget(instances: int, threads: int) -> ThreadBudget:
     return ThreadBudget(instances * threads, 1, instances, threads, 1, {})
 

@@ -215,6 +215,8 @@ def session_options(ort: Any, config: ModelConfig) -> Any:
     opts.log_severity_level = 3
     if not config.onnxruntime.allow_spinning or config.is_cuda:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if config.onnxruntime.stop_spinning_after_run:
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     return opts
 
 
@@ -307,12 +309,17 @@ class OnnxRuntimeBackend(Backend):
     @classmethod
     def wide_config(cls, config: ModelConfig, threads: int) -> ModelConfig | None:
         """On the CPU: a second session whose intra-op pool has every core of the model. Its
-        threads do not spin, so between its batches they never take a core from the
-        instances (which run while it is idle). On a GPU: none (the device runs the batch)."""
+        threads spin between the operators of a batch and stop the moment it ends
+        (stop_spinning_after_run), so they never take a core from the instances, which may
+        start right after it. Measured in turn on ResNet-50 int8, 2 cores (busy machine,
+        ratios only): two instances started right after a wide batch took 123-128 ms (p50)
+        when its threads spun on, 85-99 when they stopped; the wide batch itself was as
+        quick as with spinning (fastest 31.0 / 32.5 ms against 29.2 / 32.0) and quicker than
+        with no spinning at all (32.7 / 38.6). On a GPU: none (the device runs the batch)."""
         if config.is_cuda or set(config.onnxruntime.providers) - {"cpu"}:
             return None
         options = config.onnxruntime.model_copy(
-            update={"intra_op_threads": threads, "allow_spinning": False}
+            update={"intra_op_threads": threads, "stop_spinning_after_run": True}
         )
         return config.model_copy(update={"onnxruntime": options})
 
