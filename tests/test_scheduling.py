@@ -42,8 +42,11 @@ def test_bucket_times_interpolate_and_cap() -> None:
     assert NARROW.time(1) == 0.020 and NARROW.time(3) == pytest.approx(0.0565)
     assert NARROW.time(16) == pytest.approx(0.284)  # the largest's time per image beyond it
     assert NARROW.cap(8) == 8 and NARROW.cap(4) == 4
-    flat = BucketTimes({1: 0.010, 2: 0.020, 4: 0.040, 8: 0.079})  # batching saves nothing
+    flat = BucketTimes({1: 0.050, 2: 0.100, 4: 0.200, 8: 0.399})  # batching saves nothing
     assert flat.cap(8) == 1
+    # ... but for a model of a tenth of a millisecond, the server's own work per batch does
+    tiny = BucketTimes({1: 0.0001, 2: 0.0002, 4: 0.0004, 8: 0.0008})
+    assert tiny.cap(8) == 8 and tiny.cap(8, overhead=0.0) == 1
     # a noisy middle size does not hide a bigger one that saves time per image
     noisy = BucketTimes({1: 0.020, 2: 0.048, 4: 0.074, 8: 0.142})
     assert noisy.cap(8) == 8
