@@ -46,9 +46,10 @@ import numpy as np
 Mode = Literal["narrow", "wide"]
 MODES: tuple[Mode, ...] = ("narrow", "wide")
 
-# A bigger batch must save at least this share of the time per image of the best batch size
-# measured, else it only holds its images longer. 3 %: above the spread of the fastest of three
-# timed calls on this 2-core machine (issue 19), below the 15 % a batch of 8 saves over 1.
+# A bigger batch must come within this share of the best time per image measured, else it only
+# holds its images longer. 3 %: a judgment, not a measurement: well below the 15 % a batch of 8
+# saves over 1 on this 2-core machine (OpenVINO int8 in-process, 85.4 against 100 img/s), and
+# about what a warm-up's fastest-of-5 can tell apart.
 CAP_TOLERANCE = 0.03
 # What a batch costs the server beyond its backend call and its requests' own work: taking it
 # from the queue, handing it to its thread, answering it. Measured with an instant fake backend,
