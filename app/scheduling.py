@@ -56,8 +56,12 @@ CAP_TOLERANCE = 0.03
 # 16 clients, 2 instances (shared machine): 0.49 ms per batch of 1, 1.01 ms per batch of 8, so
 # about 0.4 ms per batch. Counted in the cap: batching also saves these.
 BATCH_OVERHEAD_S = 0.0004
-# Warm-up timing of each batch size: the fastest of up to TIMED_CALLS calls per runner, stopping
-# once TIMED_SECONDS per runner have been spent on that size (a slow batch is timed once).
+# Warm-up timing of each batch size: the fastest of MIN_CALLS to TIMED_CALLS calls per runner,
+# stopping after MIN_CALLS once TIMED_SECONDS per runner have been spent on that size. At least
+# three for every size: with one call for the big ones (a batch of 8 took 0.25-0.5 s on a busy
+# machine) and five for the small, the fastest of one is the noisier draw, and batching looked
+# worse than it is (the cap came out at 2; served, batches of 2 gave 8 % less than static's).
+MIN_CALLS = 3
 TIMED_CALLS = 5
 TIMED_SECONDS = 0.3
 # While serving, each batch's time over the warm-up's figure for its size gives the runner's
@@ -211,6 +215,7 @@ def measure(
     sizes: list[int],
     calls: int = TIMED_CALLS,
     budget_s: float = TIMED_SECONDS,
+    min_calls: int = MIN_CALLS,
 ) -> list[tuple[BucketTimes, dict[int, np.ndarray]]]:
     """Time every runner on batch[:n] for every size n (after warm-up: each shape seen once):
     the runners in turn, call after call (ABAB), so that both see the same machine, and the
@@ -222,12 +227,12 @@ def measure(
     for n in sizes:
         x = np.ascontiguousarray(batch[:n])
         spent = 0.0
-        for _ in range(max(1, calls)):
+        for k in range(max(1, calls)):
             for i, run in enumerate(runners):
                 took, outputs[i][n] = run(x)
                 seconds[i][n] = min(seconds[i].get(n, math.inf), max(took, 1e-6))
                 spent += took
-            if spent >= budget_s * len(runners):
+            if k + 1 >= min_calls and spent >= budget_s * len(runners):
                 break
     return [(BucketTimes(t), o) for t, o in zip(seconds, outputs, strict=True)]
 

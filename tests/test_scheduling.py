@@ -124,6 +124,9 @@ def test_measure_times_every_size_and_compares_bit_for_bit() -> None:
 
     (a, out_a), (b, out_b) = measure([runner("a", 0.0), runner("b", 0.002)], batch, [1, 4], 2)
     assert order == ["a1", "b1", "a1", "b1", "a4", "b4", "a4", "b4"]  # in turn, call by call
+    order.clear()  # however slow, every size is timed at least 3 times (the fastest of 3)
+    measure([runner("a", 0.0), runner("b", 0.0)], batch, [1], calls=5, budget_s=0.0)
+    assert order == ["a1", "b1"] * 3
     assert a.sizes == b.sizes == [1, 4] and set(out_a) == {1, 4}
     assert first_difference(out_a, out_b) is None
     other = {n: v.copy() for n, v in out_a.items()}
