@@ -425,7 +425,7 @@ class DynamicBatcher:
         if not free:
             return None, 0
         busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
-        return free[0], narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap)
+        return free[0], narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap, limit)
 
     def _times(self, runner: Runner) -> BucketTimes | None:
         timings = self._timings.get(runner.mode)

@@ -15,7 +15,8 @@ the event loop each time a request arrives or a batch ends:
   than running a bigger batch now; up to the batch cap.
 - The batch cap (`BucketTimes.cap`): the smallest batch size whose time per image is within
   CAP_TOLERANCE of the best measured one: a bigger batch saves (almost) no time per image, so
-  it would only hold its images longer. `max_batch_size` stays the upper bound.
+  it would only hold its images longer. Under a backlog (more queued than every instance
+  takes at the cap) batches grow to `max_batch_size`, which stays the upper bound.
 - A batch whose first requests' deadlines are nearer than its measured time is cut so that
   they can still be answered (`DynamicBatcher._take`).
 
@@ -313,13 +314,21 @@ def prefers_wide(
     return wide.time(n) <= narrow_estimate(n, instances, narrow, narrow_cap)
 
 
-def narrow_batch(n: int, free: int, busy_left: list[float], times: BucketTimes, cap: int) -> int:
+def narrow_batch(
+    n: int, free: int, busy_left: list[float], times: BucketTimes, cap: int, limit: int = 0
+) -> int:
     """How many of n queued images a free instance takes, `free` instances being free and the
     busy ones due to finish in `busy_left` seconds: its share of the queue, split over the
     free instances, or also over the busy ones due soonest when waiting for them finishes the
-    queue sooner than bigger batches now would; never more than `cap`."""
+    queue sooner than bigger batches now would; never more than `cap`. Unless the queue is a
+    backlog, more than every instance takes at the cap: then its images wait behind whole
+    rounds of batches anyway, and bigger batches (up to `limit`, max_batch_size) clear it
+    sooner, as the static scheduler's do (served at c=16 on a busy machine, batches held at a
+    cap of 2 gave 4 % less than static's 4.5 on average, within its noise)."""
     if n <= 0:
         return 0
+    if limit > cap and n > (free + len(busy_left)) * cap:
+        cap = limit
     best_size = min(cap, math.ceil(n / max(1, free)))
     best_end = narrow_estimate(n, free, times, cap)
     for j, left in enumerate(sorted(busy_left), start=1):

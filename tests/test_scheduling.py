@@ -79,6 +79,9 @@ def test_the_queue_is_split_over_the_free_instances() -> None:
     assert narrow_batch(3, 2, [], NARROW, 8) == 2
     assert narrow_batch(20, 2, [], NARROW, 8) == 8  # a backlog: full batches
     assert narrow_batch(8, 1, [], NARROW, 4) == 4  # never above the cap
+    assert narrow_batch(4, 1, [0.2], NARROW, 2) == 2  # ... while both instances clear the queue
+    assert narrow_batch(10, 1, [0.2], NARROW, 2, limit=8) == 8  # a backlog: full batches
+    assert narrow_batch(10, 2, [], NARROW, 2, limit=8) == 5  # ... split over the free ones
     # the other instance ends in 1 ms: half the queue now, the other half on it then
     assert narrow_batch(8, 1, [0.001], NARROW, 8) == 4
     # ... in 200 ms: all of it now
