@@ -142,6 +142,11 @@ class Settings(BaseSettings):
         "is in the repository at start and refuses load/unload (403); 'explicit' allows "
         "POST /v2/repository/models/{name}/load and /unload (reload without downtime).",
     )
+    ui: bool = Field(
+        True,
+        description="Serve the web page (GET / and /status: classify dropped images, live "
+        "server figures) and its statistics (GET /v1/status). false: the API only.",
+    )
     backend_plugins: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description="Extra backends, 'name=module:Class,...': a backend is one file plus this.",

