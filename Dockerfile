@@ -29,6 +29,7 @@ COPY app ./app
 # OPENVINO=1 (default) adds the OpenVINO backend to the cpu image: the wheel installs 180 MB, of
 # which the GPU/NPU plugins and the TensorFlow/PaddlePaddle/PyTorch/JAX/GGUF frontends (64 MB)
 # are never loaded by a CPU server reading ONNX files, so they are removed: +117 MB in all.
+# otel (both images): OpenTelemetry traces when OTEL_EXPORTER_OTLP_ENDPOINT is set (a few MB).
 ARG OPENVINO=1
 RUN case "$VARIANT" in \
       cpu) extras=cpu ;; \
@@ -36,6 +37,7 @@ RUN case "$VARIANT" in \
       *) echo "VARIANT must be cpu or gpu, got '$VARIANT'" >&2; exit 2 ;; \
     esac; \
     if [ "$VARIANT" = cpu ] && [ "$OPENVINO" = 1 ]; then extras="$extras,openvino"; fi; \
+    extras="$extras,otel"; \
     /opt/venv/bin/pip install --no-cache-dir ".[$extras]"; \
     /opt/venv/bin/pip check; \
     for lib in /opt/venv/lib/python3*/site-packages/openvino/libs; do \

@@ -9,7 +9,8 @@ MODELS ?= models
 MODEL  ?= resnet50
 # Extras for `make install`: the CPU server, the torch backends and the export tool.
 # openvino: the OpenVINO backend (issue 15), so `make test` covers it too.
-EXTRAS ?= cpu,torch,export,openvino
+# otel: OpenTelemetry traces (issue 20).
+EXTRAS ?= cpu,torch,export,openvino,otel
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: install install-dev serve test test-fast test-docker test-ray bench lint clean

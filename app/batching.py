@@ -37,6 +37,13 @@ from app.errors import (
     about_image,
 )
 from app.metrics import ModelTelemetry
+from app.observability.request import (
+    RequestRecord,
+    batch_ended,
+    batch_started,
+    current,
+    request_ids,
+)
 from app.preprocess import Batch, EncodedImage
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,9 @@ class WorkItem:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     first: int = 0  # index of images[0] in its request (a request larger than a batch is split)
     multi: bool = False  # the request holds several images (errors then say which one)
+    # the record of the request it came from (its phase marks, its trace), taken from the task
+    # that submitted it (app/observability/request.py); None outside a request
+    request: RequestRecord | None = field(default_factory=current)
 
     @property
     def size(self) -> int:
@@ -309,7 +319,9 @@ class DynamicBatcher:
             self._busy += 1
             try:
                 taken = await self._fill(taken)
+                started = batch_started(taken)  # each request's queue ends, infer begins
                 await self._execute(loop, backend, executor, taken, reuse)
+                batch_ended(self.model, taken, started)  # and the batch's span, when traced
             finally:
                 self._busy -= 1
                 if not self._queue and not self._busy:
@@ -338,7 +350,12 @@ class DynamicBatcher:
             return
         except Exception as exc:
             log.error(
-                "model %s: batch of %d failed: %s: %s", self.model, n, type(exc).__name__, exc
+                "model %s: batch of %d failed: %s: %s (requests %s)",
+                self.model,
+                n,
+                type(exc).__name__,
+                exc,
+                request_ids(items),
             )
             self._fail(
                 items,
@@ -383,7 +400,11 @@ class DynamicBatcher:
     ) -> None:
         """Fail the batch now; keep this instance out of work until its call returns."""
         log.error(
-            "model %s: batch of %d still running after %.1f s: failing it", self.model, n, timeout
+            "model %s: batch of %d still running after %.1f s: failing it (requests %s)",
+            self.model,
+            n,
+            timeout,
+            request_ids(items),
         )
         self._fail(
             items,

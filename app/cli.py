@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -19,13 +18,11 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     from app.main import create_app
+    from app.observability.logs import configure_logging
     from app.server import serve, serve_workers
 
     settings = serve_settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)  # text or JSON (RESNET_SERVE_LOG_FORMAT), request IDs
     if settings.workers > 1:
         return serve_workers(settings)
     serve(create_app(settings), settings)

@@ -32,6 +32,22 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
     log_level: str = Field("info", description="Python log level of the service.")
+    # ---- seeing one request (app/observability, docs/observability.md)
+    log_format: Literal["auto", "text", "json"] = Field(
+        "auto",
+        description="Log lines as text or as one JSON object a line (time, level, logger, "
+        "message, request_id). auto: text on a terminal, JSON otherwise.",
+    )
+    access_log: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="One line per request (ID, route, model, status, bytes, images, the time "
+        "of each phase), replacing uvicorn's. auto: on when the log is JSON.",
+    )
+    server_timing: bool = Field(
+        True,
+        description="Send a Server-Timing header (decode, queue, infer, post, total in ms) "
+        "with /v1 classify and V2 infer answers; off for users who must not reveal timings.",
+    )
     backends: Annotated[list[BackendName], NoDecode] = Field(
         default_factory=list,
         description="Serve every model once per backend listed (besides its own), named "
@@ -160,6 +176,24 @@ class Settings(BaseSettings):
             if any(len(p) != 2 for p in pairs):
                 raise ValueError("backend_plugins must look like 'name=module:Class,...'")
             return {k.strip(): v.strip() for k, v in pairs}
+        return value
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        """true/false (1/0, yes/no) as on/off, as for the boolean settings."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {
+                "true": "on",
+                "1": "on",
+                "yes": "on",
+                "false": "off",
+                "0": "off",
+                "no": "off",
+            }.get(lowered, lowered)
         return value
 
     @field_validator("backends", mode="before")

@@ -15,11 +15,13 @@ from app import __version__, threads
 from app.api import http as http_api
 from app.api.grpc import service as grpc_service
 from app.api.http import ui
+from app.api.http.observe import ObservedFastAPI
 from app.api.http.security import BearerAuth, BodyLimit
 from app.api.v2.handler import V2Handler
 from app.backends import register_plugins
 from app.config import ModelConfig, Settings
 from app.metrics import Metrics
+from app.observability.observer import Observer
 from app.repository import ModelRepository
 from app.service import DataPlane
 
@@ -76,13 +78,16 @@ def create_app(
         dataplane = DataPlane(settings, repository, decode_threads)
         v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
         app.state.dataplane, app.state.v2 = dataplane, v2
+        app.state.observer.start()  # the trace exporter, when tracing is configured
         await repository.load_all()
         stats = app.state.stats if settings.ui else None  # the status page's figures
         if stats is not None:
             stats.start()
         grpc_server = None
         try:
-            grpc_server = await grpc_service.start(settings, v2)  # same loop, DataPlane
+            grpc_server = await grpc_service.start(  # same loop, DataPlane
+                settings, v2, app.state.observer
+            )
             # warning level, so it shows at every log level: one line per process and start,
             # which is how a supervisor (or benchmarks/gpu_check.sh) counts the ready workers
             log.warning(
@@ -98,9 +103,10 @@ def create_app(
             await grpc_service.stop(grpc_server, settings)
             await repository.close()
             dataplane.close()
+            app.state.observer.stop()  # sends the spans still buffered
             log.info("all models closed")
 
-    app = FastAPI(
+    app = ObservedFastAPI(  # request IDs, Server-Timing, access log, traces: around everything
         title="resnet-serve",
         version=__version__,
         description="Image classification with dynamic batching over pluggable ResNet backends.",
@@ -110,6 +116,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics if metrics is not None else Metrics()
+    app.state.observer = Observer(settings)
     http_api.install(app)
     if settings.ui:
         ui.install(app)  # the web page at / and /status, and /v1/status

@@ -32,6 +32,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.connections import guarded_protocol, raise_fd_limit
+from app.observability.logs import configure_logging, uvicorn_log_config
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,10 @@ def uvicorn_config(app: FastAPI | str, settings: Settings, **extra: Any) -> uvic
         log_level=settings.log_level.lower(),
         loop="auto",  # uvloop when installed
         http=guarded_protocol(settings),  # httptools + timeouts, cap, lingering close
-        access_log=False,  # one line per request costs more than a batch of ResNet-18
+        # uvicorn's access log stays off: RESNET_SERVE_ACCESS_LOG writes our own line per
+        # request (ID, model, status, phases), app/observability/logs.py
+        access_log=False,
+        log_config=uvicorn_log_config(settings),  # JSON logs: uvicorn's lines as JSON too
         timeout_graceful_shutdown=None,  # finish every accepted request, however long
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         # (uvicorn annotates int; it only passes the value to loop.call_later)
@@ -111,10 +115,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
 def _worker_main(settings_json: str, sock: socket.socket, index: int) -> None:
     os.environ[SETTINGS_ENV] = settings_json
     settings = Settings.model_validate_json(settings_json)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker{index} %(name)s: %(message)s",
-    )
+    configure_logging(settings, worker=index)
     raise_fd_limit()
     config = uvicorn_config("app.main:app_from_environment", settings, factory=True)
     GracefulServer(config, settings.shutdown_grace_s).run(sockets=[sock])

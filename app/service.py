@@ -23,6 +23,7 @@ import numpy as np
 from app.config import PreprocessConfig, Settings
 from app.decode_limits import DecodeGate, DecodeLimits
 from app.errors import DeadlineExceeded, InvalidInput, PayloadTooLarge, QueueFull, about_image
+from app.observability import request as observed
 from app.postprocess import top_k
 from app.preprocess import (
     Batch,
@@ -121,6 +122,17 @@ class DataPlane:
 
         For a model that decodes on its GPU: check every header (and decode what nvJPEG is not
         given) instead, and return the list of EncodedImage the batcher carries."""
+        record = observed.current()  # the request's phase marks (app/observability)
+        if record is None:
+            return await self._decode_images(model, images)
+        record.at_model(model.name, model.config.version)
+        record.decode_started(len(images))
+        try:
+            return await self._decode_images(model, images)
+        finally:
+            record.decode_ended()
+
+    async def _decode_images(self, model: ServedModel, images: list[bytes]) -> Batch:
         self.check_image_count(len(images))  # early: before any image takes a decode slot
         cfg = model.config.input
         try:
@@ -228,6 +240,10 @@ class DataPlane:
         if remaining <= 0:
             model.telemetry.rejected("deadline")
             raise DeadlineExceeded("deadline passed before the request reached the queue")
+        record = observed.current()
+        if record is not None:  # the batcher's WorkItems take it from here
+            record.at_model(model.name, model.config.version)
+            record.submitted(len(batch))
         result = asyncio.ensure_future(batcher.submit(batch, deadline))
         waiters: set[asyncio.Future[Any]] = {result}
         gone = asyncio.ensure_future(disconnected()) if disconnected is not None else None

@@ -248,7 +248,7 @@ start_server() {  # WORKERS: returns 0 once every worker has logged ready and /h
   local workers=$1 log="$LOGS/server-w$1.log" up
   RESNET_SERVE_MODELS_DIR="$MODELS" RESNET_SERVE_PORT="$PORT" RESNET_SERVE_HOST=127.0.0.1 \
     RESNET_SERVE_GRPC_PORT=$((PORT + 1)) \
-    RESNET_SERVE_LOG_LEVEL=warning RESNET_SERVE_SHUTDOWN_GRACE_S=0 \
+    RESNET_SERVE_LOG_LEVEL=warning RESNET_SERVE_SHUTDOWN_GRACE_S=0 RESNET_SERVE_ACCESS_LOG=off \
     "$PYTHON" -m app.cli serve --workers "$workers" >"$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 240); do

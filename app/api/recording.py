@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from app.api.errors import CLIENT_CLOSED, status_of
 from app.errors import ServeError
 from app.metrics import ModelTelemetry
+from app.observability.request import CURRENT
 from app.service import ClientGone
 
 
@@ -18,6 +19,10 @@ from app.service import ClientGone
 def recorded(telemetry: ModelTelemetry, endpoint: str) -> Iterator[None]:
     started = time.perf_counter()
     status = 200
+    record = CURRENT.get()
+    if record is not None:  # an inference request: traced, timed (app/observability)
+        record.endpoint = endpoint
+        record.model = record.model or telemetry.model
     telemetry.in_flight.inc()
     try:
         yield

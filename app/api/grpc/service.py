@@ -38,10 +38,13 @@ from google.protobuf.message import Message
 from app.api.errors import CLIENT_CLOSED, status_of
 from app.api.grpc import codec as grpc_codec
 from app.api.grpc.gen import grpc_service_pb2 as pb
+from app.api.grpc.observe import observed
 from app.api.v2 import codec
 from app.api.v2.handler import Transport, V2Handler
 from app.config import Settings
 from app.errors import DeadlineExceeded, InvalidInput, QueueFull, ServeError
+from app.observability.observer import Observer
+from app.observability.trace_settings import check_changeable
 from app.repository import ServedModel
 from app.service import ClientGone
 
@@ -107,8 +110,9 @@ class GrpcTransport(Transport[Message]):
 class InferenceService:
     """One method per RPC: (request message, context) -> response message; ServeError out."""
 
-    def __init__(self, v2: V2Handler) -> None:
+    def __init__(self, v2: V2Handler, observer: Observer) -> None:
         self.v2 = v2
+        self.observer = observer  # request IDs, access lines, traces; the trace settings
 
     # ------------------------------------------------------------------- server
     async def server_live(self, request: pb.ServerLiveRequest, context: Context) -> Message:
@@ -177,6 +181,28 @@ class InferenceService:
         await self.v2.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
+    # ------------------------------------------------------------------- trace extension
+    async def trace_setting(self, request: pb.TraceSettingRequest, context: Context) -> Message:
+        """Triton's trace extension (app/api/http/trace.py over HTTP): a call with no setting
+        reads them (tritonclient's get_trace_settings), one with settings changes them; a
+        setting with no value clears it."""
+        traces = self.observer.trace_settings
+        model = request.model_name or None
+        if model is not None:
+            self.v2.model(model)  # 404 for a model not served
+        if not request.settings:
+            current = traces.get(model)
+        else:
+            check_changeable(self.v2.settings.workers)
+            changes = {k: list(v.value) or None for k, v in request.settings.items()}
+            current = traces.update(model, changes)
+        return pb.TraceSettingResponse(
+            settings={
+                k: pb.TraceSettingResponse.SettingValue(value=v if isinstance(v, list) else [v])
+                for k, v in current.items()
+            }
+        )
+
     @staticmethod
     def _check_repository_name(name: str) -> None:
         """This server has one repository, which answers to no name or to "" only."""
@@ -200,6 +226,7 @@ METHODS: dict[str, tuple[str, type[Message]]] = {
     "RepositoryIndex": ("repository_index", pb.RepositoryIndexRequest),
     "RepositoryModelLoad": ("repository_model_load", pb.RepositoryModelLoadRequest),
     "RepositoryModelUnload": ("repository_model_unload", pb.RepositoryModelUnloadRequest),
+    "TraceSetting": ("trace_setting", pb.TraceSettingRequest),
 }
 
 
@@ -225,9 +252,12 @@ def _guarded(name: str, method: Handler, token: bytes | None) -> Handler:
         except ServeError as exc:
             if context.done():  # cancelled or past its deadline: nobody to answer
                 raise asyncio.CancelledError() from exc
-            if isinstance(exc, QueueFull):
+            if isinstance(exc, QueueFull):  # beside the x-request-id already there (observe.py)
                 context.set_trailing_metadata(
-                    (("retry-after", str(max(1, round(exc.retry_after_s)))),)
+                    (
+                        *(context.trailing_metadata() or ()),
+                        ("retry-after", str(max(1, round(exc.retry_after_s)))),
+                    )
                 )
             code = CODES.get(status_of(exc), grpc.StatusCode.INTERNAL)
             await context.abort(code, exc.message)
@@ -246,7 +276,8 @@ def handler(service: InferenceService, token: str | None) -> grpc.GenericRpcHand
     secret = f"Bearer {token}".encode() if token else None
     handlers = {
         name: grpc.unary_unary_rpc_method_handler(
-            _guarded(name, getattr(service, attr), secret),
+            # observed outside the guard: refused and failed calls are seen too
+            observed(name, _guarded(name, getattr(service, attr), secret), service.observer),
             request_deserializer=cls.FromString,
             response_serializer=_serialize,
         )
@@ -259,7 +290,7 @@ def max_message_bytes(settings: Settings) -> int:
     return settings.grpc_max_message_bytes or settings.max_body_bytes
 
 
-async def start(settings: Settings, v2: V2Handler) -> grpc.aio.Server | None:
+async def start(settings: Settings, v2: V2Handler, observer: Observer) -> grpc.aio.Server | None:
     """Serve gRPC on settings.grpc_port (0: not at all) in the running event loop. With several
     workers each binds the port with SO_REUSEPORT and the kernel spreads the connections; a
     single process binds it exclusively, so a port already taken is an error at start-up, not
@@ -274,7 +305,7 @@ async def start(settings: Settings, v2: V2Handler) -> grpc.aio.Server | None:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ]
     )
-    server.add_generic_rpc_handlers((handler(InferenceService(v2), settings.auth_token),))
+    server.add_generic_rpc_handlers((handler(InferenceService(v2, observer), settings.auth_token),))
     address = f"{settings.host}:{settings.grpc_port}"
     if ":" in settings.host:  # IPv6 literal
         address = f"[{settings.host}]:{settings.grpc_port}"

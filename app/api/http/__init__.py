@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.api.http import classify, docs, errors, health, metrics, models, repository, v2
+from app.api.http import classify, docs, errors, health, metrics, models, repository, trace, v2
 
 
 def install(app: FastAPI) -> None:
     errors.install(app)
     docs.install(app)
-    for module in (health, models, classify, metrics, v2, repository):
+    for module in (health, models, classify, metrics, v2, repository, trace):
         app.include_router(module.router)

@@ -23,6 +23,7 @@ from app.api.inputs import b64decode
 from app.api.recording import recorded
 from app.api.v2 import codec, schema
 from app.errors import DeadlineExceeded, InvalidInput
+from app.observability.request import request_id
 from app.postprocess import softmax
 from app.preprocess import Batch
 from app.repository import IndexEntry, ServedModel
@@ -110,6 +111,7 @@ class V2Handler:
         model = self.model(name, version)  # 404 before reading the request
         with recorded(model.telemetry, transport.endpoint):
             req = await transport.read()
+            req.id = req.id or request_id()  # none in the request: its X-Request-ID
             deadline = self.dataplane.deadline(transport.timeout_ms(req))
             wanted = requested_outputs(req)
             # Early: a model that is not ready costs no decoding (DataPlane.infer checks again

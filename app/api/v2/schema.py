@@ -36,6 +36,7 @@ EXTENSIONS = [
     "statistics",
     "model_configuration",
     "model_repository",
+    "trace",  # app/api/http/trace.py: the sampler of the OpenTelemetry traces
 ]
 
 
