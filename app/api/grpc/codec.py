@@ -1,11 +1,12 @@
-"""KServe V2 tensors over gRPC: protobuf messages <-> the structures of v2_codec, pure functions.
+"""KServe V2 tensors over gRPC: protobuf messages <-> the V2 codec's structures, pure functions.
 
-A ModelInferRequest becomes the same v2_codec.InferRequest the HTTP route builds, so the checks
-(names, datatypes, shapes, sizes, BYTES framing) and everything after them are shared. Tensor
-data comes either in `raw_input_contents` (one little-endian row-major blob per input, BYTES
-elements 4-byte-length-prefixed: the framing of HTTP's binary tensor data, so v2_codec decodes
-it) or in each input's typed `contents`. Outputs always go back in `raw_output_contents`, as
-Triton answers. Errors raise InvalidInput, before any model sees the request.
+A ModelInferRequest becomes the same InferRequest (app.api.v2.codec) the HTTP route builds, so
+the checks (names, datatypes, shapes, sizes, BYTES framing) and everything after them are
+shared. Tensor data comes either in `raw_input_contents` (one little-endian row-major blob per
+input, BYTES elements 4-byte-length-prefixed: the framing of HTTP's binary tensor data, so the
+V2 codec decodes it) or in each input's typed `contents`. Outputs always go back in
+`raw_output_contents`, as Triton answers. Errors raise InvalidInput, before any model sees
+the request.
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def encode_response(
 
 
 def from_dict(data: dict[str, Any], message: Message) -> Message:
-    """A V2 schema dict (v2_schema) -> its protobuf twin. Keys the message lacks (an extension
-    the HTTP JSON carries, such as metadata's `parameters`) are left out."""
+    """A V2 schema dict (app.api.v2.schema) -> its protobuf twin. Keys the message lacks (an
+    extension the HTTP JSON carries, such as metadata's `parameters`) are left out."""
     return json_format.ParseDict(data, message, ignore_unknown_fields=True)
 
 

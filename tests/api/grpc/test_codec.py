@@ -1,4 +1,5 @@
-"""grpc_codec: protobuf messages <-> v2_codec's structures, and its errors, without a server."""
+"""app.api.grpc.codec: protobuf messages <-> the V2 codec's structures, and its errors,
+without a server."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""v2_codec: tensor decoding and encoding, without a server."""
+"""app.api.v2.codec: tensor decoding and encoding, without a server."""
 
 from __future__ import annotations
 
