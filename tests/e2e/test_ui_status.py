@@ -26,7 +26,7 @@ def test_every_worker_reports_the_figures_of_all_workers(tmp_path: Path, start_s
         # both workers up before the first request: a worker's window starts at its own
         # start, so one still loading while the other served would count fewer (seen: 13 of
         # 40). The shared socket may hand one worker a long run of connections: poll.
-        served_by = set()
+        served_by: set[int] = set()
         until = time.monotonic() + 30
         while len(served_by) < 2 and time.monotonic() < until:
             served_by.add(client.get("/v1/models/fake").json()["worker_pid"])
