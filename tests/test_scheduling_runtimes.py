@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from app.api.http.models import describe
+from app.api.v2.schema import model_statistics
 from app.backends import create_backend
 from app.config import BatchingConfig, ModelConfig, read_model_config
 from app.metrics import Metrics
@@ -74,6 +75,8 @@ async def test_mode_switches_under_load_keep_every_answer(
         burst = [(j % len(pictures)) for j in range(wave * 7, wave * 7 + 30)]
         answers += zip(burst, await asyncio.gather(*(ask(j) for j in burst)), strict=True)
     modes = model.telemetry.snapshot().modes
+    stats = model_statistics(model)["scheduler"]  # as the V2 statistics show it
+    assert stats["scheduler"] == "adaptive" and set(stats["modes"]) == {"narrow", "wide"}
     await repo.close()
     assert modes.get("wide", [0])[0] >= 6 and modes.get("narrow", [0])[0] >= 6, modes
     for i, got in answers:
