@@ -13,27 +13,27 @@ from app.repository import ModelRepository
 from app.service import DataPlane
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings  # set by create_app
     return settings
 
 
-def get_repository(request: Request) -> ModelRepository:
+async def get_repository(request: Request) -> ModelRepository:
     repository: ModelRepository = request.app.state.repository  # set by create_app
     return repository
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:
     dataplane: DataPlane = request.app.state.dataplane  # set by create_app
     return dataplane
 
 
-def get_v2(request: Request) -> V2Handler:
+async def get_v2(request: Request) -> V2Handler:
     v2: V2Handler = request.app.state.v2  # set by create_app
     return v2
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics  # set by create_app
     return metrics
 

@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v2", tags=["trace"])
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 403: {}, 404: {}}
 
 
-def get_trace_settings(request: Request) -> TraceSettings:
+async def get_trace_settings(request: Request) -> TraceSettings:
     observer: Observer = request.app.state.observer  # set by create_app
     return observer.trace_settings
 

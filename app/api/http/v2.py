@@ -26,7 +26,7 @@ ENDPOINT = "v2_infer"
 ERRORS: dict[int | str, dict[str, Any]] = {400: {}, 404: {}, 413: {}, 503: {}, 504: {}}
 
 
-def path_version(request: Request) -> str | None:
+async def path_version(request: Request) -> str | None:
     """The {version} of the /versions/{version} routes; None on the unversioned ones (a
     dependency, so the unversioned routes get no `version` query parameter)."""
     return request.path_params.get("version")
