@@ -274,7 +274,12 @@ class PreprocessConfig(BaseModel):
     crop: int = Field(224, ge=1, description="Centre crop, square.")
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    use_draft: bool = Field(True, description="Reduced-size JPEG decoding for large images.")
+    use_draft: bool = Field(
+        True,
+        description="Fast decoding, within a grey level of torchvision's Resize + CenterCrop: "
+        "reduced-size JPEG decoding (DCT scaling) for large images, and resizing only the "
+        "pixels of the centre crop. false: exactly Resize, then CenterCrop.",
+    )
     decode: Literal["cpu", "gpu"] = Field(
         "cpu",
         description="Where images are decoded and resized. cpu: Pillow, per request, before "

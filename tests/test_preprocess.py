@@ -29,6 +29,18 @@ def test_matches_torchvision_exactly_without_draft(jpegs: list[bytes]) -> None:
         assert ours.shape == (224, 224, 3) and ours.dtype == np.uint8
         diff = np.abs(ours.astype(int) - reference(data))
         assert diff.max() <= 1
+        exact = decode(data, PreprocessConfig(use_draft=False), LIMIT)
+        assert np.array_equal(exact, reference(data))
+
+
+def test_fast_decoding_resizes_only_the_crop_within_a_grey_level() -> None:
+    # shapes where the crop is a small part of the resized image, both orientations, odd sizes
+    for seed, size in enumerate([(500, 375), (375, 500), (1023, 257), (300, 299), (640, 480)]):
+        data = encode(synthetic_photo(seed, size), quality=90)
+        fast = decode(data, CFG, LIMIT)
+        exact = decode(data, PreprocessConfig(use_draft=False), LIMIT)
+        diff = np.abs(fast.astype(int) - exact)
+        assert diff.max() <= 1 and diff.mean() < 0.05, (size, diff.max(), diff.mean())
 
 
 def test_reduced_size_decoding_stays_within_one_grey_level_on_average() -> None:
