@@ -174,6 +174,7 @@ class DynamicBatcher:
         *,
         schedule: Schedule | None = None,
         wide: tuple[Backend, ThreadPoolExecutor] | None = None,
+        decoding: Callable[[], int] | None = None,
     ) -> None:
         """executors: one single-thread executor per backend, the thread that loaded and
         warmed it up (CUDA graphs and streams belong to a thread); made here when absent.
@@ -183,7 +184,9 @@ class DynamicBatcher:
         `schedule` and `wide` (the wide runner's backend and its thread) turn the adaptive
         scheduler on (app/scheduling.py) when the schedule is adaptive; the batcher then owns
         the wide backend and closes it. Without them every instance holds one core of a
-        budget of one per instance and takes whatever is queued (the static scheduler)."""
+        budget of one per instance and takes whatever is queued (the static scheduler).
+        `decoding` gives the images the process is decoding now (app/decode_limits.py): while
+        any are, no batch starts wide (see `_choose`)."""
         if not backends:
             raise ValueError("a batcher needs at least one backend instance")
         if executors is not None and len(executors) != len(backends):
@@ -204,6 +207,7 @@ class DynamicBatcher:
         self._timings: dict[Mode, Timings] = {}
         self.retime(schedule.narrow, schedule.wide, schedule.learn)
         self._wide_spec = wide if schedule.adaptive else None
+        self._decoding = decoding or (lambda: 0)
         self._queue: deque[WorkItem] = deque()
         self._work = asyncio.Event()
         self._accepting = False
@@ -411,9 +415,21 @@ class DynamicBatcher:
         now = time.monotonic()
         explore = self.schedule.explore_s
         wide = self._wide
-        if wide is not None and not wide.busy and self._budget.in_use == 0 and n <= limit:
-            # nothing runs: the wide runner, unless the instances finish sooner; a mode that
-            # has not run for `explore` seconds is tried again (its level may be out of date)
+        if (
+            wide is not None
+            and not wide.busy
+            and self._budget.in_use == 0
+            and n <= limit
+            and not self._decoding()
+        ):
+            # nothing runs and no image is being decoded: the wide runner, unless the instances
+            # finish sooner; a mode that has not run for `explore` seconds is tried again (its
+            # level may be out of date). While images are decoded (requests on their way: a
+            # load, not a lone client) the instances run the queue: the decoding would share a
+            # core with the wide runner, whose threads wait for each other after every
+            # operator, so it would stall both cores for the decode's time, where an instance
+            # loses only its share; and the requests decoded would then wait for the whole
+            # wide batch instead of finding an instance.
             share = math.ceil(n / max(1, len(free)))
             use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
             if not use_wide and wide_t.stale(now, explore):
@@ -425,7 +441,9 @@ class DynamicBatcher:
         if not free:
             return None, 0
         busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
-        return free[0], narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap, limit)
+        best = narrow.times.best(limit)
+        size = narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap, limit, best)
+        return free[0], size
 
     def _times(self, runner: Runner) -> BucketTimes | None:
         timings = self._timings.get(runner.mode)

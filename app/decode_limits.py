@@ -275,6 +275,11 @@ class DecodeGate:
     def release(self, images: int) -> None:
         self.admitted -= images
 
+    def decoding(self) -> int:
+        """Images being decoded or waiting for a decode thread now (the batchers' adaptive
+        schedulers start no wide batch while any are: app/batching.py)."""
+        return self.admitted
+
     async def costly_slot(self) -> None:
         """Wait for a costly slot, or refuse at once when its waiting line is full."""
         if self.costly_running < self.costly_slots:

@@ -76,6 +76,7 @@ def create_app(
         repository.builder.decode_source = "config" if settings.decode_threads else "budget"
         app.state.repository = repository
         dataplane = DataPlane(settings, repository, decode_threads)
+        repository.builder.decoding = dataplane.decode_gate.decoding
         v2 = V2Handler(dataplane)  # the V2 protocol, for the HTTP routes and gRPC
         app.state.dataplane, app.state.v2 = dataplane, v2
         app.state.observer.start()  # the trace exporter, when tracing is configured

@@ -16,14 +16,18 @@ the event loop each time a request arrives or a batch ends:
 - The batch cap (`BucketTimes.cap`): the smallest batch size whose time per image is within
   CAP_TOLERANCE of the best measured one: a bigger batch saves (almost) no time per image, so
   it would only hold its images longer. Under a backlog (more queued than every instance
-  takes at the cap) batches grow to `max_batch_size`, which stays the upper bound.
+  takes at the cap) each instance takes its share of the queue, at least the size with the
+  lowest time per image measured (`BucketTimes.best`), at most `max_batch_size`, which stays
+  the upper bound.
 - A batch whose first requests' deadlines are nearer than its measured time is cut so that
   they can still be answered (`DynamicBatcher._take`).
 
-The times start from the warm-up's (every batch size, on an instance and on the wide runner, in
-turn, the fastest of a few calls) and follow the served batches (`Timings`): each runner's level
-is learned, so a wide runner slowed by contention loses lone batches to an instance, and a
-mode not run for a while is tried again once.
+The times start from the warm-up's (every batch size, on every instance at once, as they run
+under load, and on the wide runner, in turn, the fastest of a few calls) and follow the served
+batches (`Timings`): each runner's level is learned, so a wide runner slowed by contention
+loses lone batches to an instance, and a mode not run for a while is tried again once. No
+batch starts wide while the process decodes images (requests on their way): `_choose` in
+app/batching.py says why.
 
 Every batch acquires its runner's tokens (threads) from the model's CoreBudget before it
 starts and gives them back when the backend call returns: the wide runner needs all of them,
@@ -52,6 +56,9 @@ MODES: tuple[Mode, ...] = ("narrow", "wide")
 # saves over 1 on this 2-core machine (OpenVINO int8 in-process, 85.4 against 100 img/s), and
 # about what a warm-up's fastest-of-5 can tell apart.
 CAP_TOLERANCE = 0.03
+# Under a backlog batches are at least the size with the lowest time per image
+# (`BucketTimes.best`), the smallest of those within BEST_TOLERANCE of it (see narrow_batch).
+BEST_TOLERANCE = 0.01
 # What a batch costs the server beyond its backend call and its requests' own work: taking it
 # from the queue, handing it to its thread, answering it. Measured with an instant fake backend,
 # 16 clients, 2 instances (shared machine): 0.49 ms per batch of 1, 1.01 ms per batch of 8, so
@@ -148,6 +155,15 @@ class BucketTimes:
         cost = {s: (self.time(s) + overhead) / s for s in sizes}
         best = min(cost.values())
         return next(s for s in sizes if cost[s] <= best * (1 + tolerance))
+
+    def best(
+        self, limit: int, tolerance: float = BEST_TOLERANCE, overhead: float = BATCH_OVERHEAD_S
+    ) -> int:
+        """The batch size (at most `limit`) that clears a backlog soonest: the lowest time per
+        image measured, with the server's `overhead` per batch; the smallest size within
+        `tolerance` of it (a size that saves nothing measurable only holds its images
+        longer)."""
+        return self.cap(limit, tolerance, overhead)
 
     def as_ms(self) -> dict[int, float]:
         return {n: round(s * 1000, 2) for n, s in sorted(self.seconds.items())}
@@ -288,6 +304,9 @@ class Schedule:
             "batch_cap": {m: t.cap(self.max_batch_size) for m, t in live.items()}
             if adaptive
             else {"narrow": self.max_batch_size},
+            "batch_backlog": {m: t.best(self.max_batch_size) for m, t in live.items()}
+            if adaptive
+            else {"narrow": self.max_batch_size},
             "bucket_ms_warmup": {m: t.as_ms() for m, t in warm.items()},
             "bucket_ms": {m: t.as_ms() for m, t in live.items()},
         }
@@ -315,20 +334,32 @@ def prefers_wide(
 
 
 def narrow_batch(
-    n: int, free: int, busy_left: list[float], times: BucketTimes, cap: int, limit: int = 0
+    n: int,
+    free: int,
+    busy_left: list[float],
+    times: BucketTimes,
+    cap: int,
+    limit: int = 0,
+    best: int = 0,
 ) -> int:
     """How many of n queued images a free instance takes, `free` instances being free and the
     busy ones due to finish in `busy_left` seconds: its share of the queue, split over the
     free instances, or also over the busy ones due soonest when waiting for them finishes the
-    queue sooner than bigger batches now would; never more than `cap`. Unless the queue is a
-    backlog, more than every instance takes at the cap: then its images wait behind whole
-    rounds of batches anyway, and bigger batches (up to `limit`, max_batch_size) clear it
-    sooner, as the static scheduler's do (served at c=16 on a busy machine, batches held at a
-    cap of 2 gave 4 % less than static's 4.5 on average, within its noise)."""
+    queue sooner than bigger batches now would; never more than `cap`.
+
+    Unless the queue is a backlog, more than every instance takes at the cap: then its images
+    wait behind whole rounds of batches anyway, and each instance takes its share of the whole
+    queue, at least `best` (`BucketTimes.best`: the size with the lowest time per image) and
+    at most `limit` (max_batch_size). A deep queue (a closed loop of 16 clients) is then run
+    in batches as big as the static scheduler's, whose throughput they keep (served at c=16,
+    batches held at a cap of 1-2 gave 4-7 % less than static's), and a shallow one (a Poisson
+    load's queue of a few) in batches of a few, not in one batch of all of it on the first
+    free instance while the other idles or takes none."""
     if n <= 0:
         return 0
-    if limit > cap and n > (free + len(busy_left)) * cap:
-        cap = limit
+    instances = free + len(busy_left)
+    if limit > cap and n > instances * cap:
+        cap = min(limit, max(best, math.ceil(n / max(1, instances))))
     best_size = min(cap, math.ceil(n / max(1, free)))
     best_end = narrow_estimate(n, free, times, cap)
     for j, left in enumerate(sorted(busy_left), start=1):

@@ -56,6 +56,21 @@ def test_bucket_times_interpolate_and_cap() -> None:
         BucketTimes({})
 
 
+def test_a_backlog_is_shared_out_in_batches_of_at_least_the_best_size() -> None:
+    assert NARROW.best(8) == 8 and NARROW.best(4) == 4
+    saturating = BucketTimes({1: 0.020, 2: 0.036, 4: 0.064, 8: 0.127, 16: 0.255})
+    assert saturating.best(16) == 8  # 16 costs more per image than 8; 4 costs 1.4 % more
+    # ResNet-50 int8 on one AVX2 core (warm-up of 2026-12-04): 48 ms per image at every size
+    flat = BucketTimes({1: 0.04807, 2: 0.09615, 4: 0.1923, 8: 0.38459})
+    assert flat.best(8) == 1
+    # a backlog: each instance takes its share of the queue, at least the best size
+    assert narrow_batch(20, 2, [], flat, flat.cap(8), 8, flat.best(8)) == 8  # a deep one: 8
+    assert narrow_batch(5, 2, [], flat, flat.cap(8), 8, flat.best(8)) == 3  # shallow: its share
+    assert narrow_batch(5, 1, [0.03], flat, flat.cap(8), 8, flat.best(8)) == 3  # the other soon
+    assert narrow_batch(3, 1, [0.5], NARROW, 1, 8, NARROW.best(8)) == 3  # 8 saves: all of it
+    assert narrow_batch(40, 2, [], NARROW, 4, 8, NARROW.best(8)) == 8  # never above the limit
+
+
 def test_times_from_a_busy_warm_up_are_made_consistent() -> None:
     busy = BucketTimes({1: 0.099, 2: 0.416, 4: 0.169, 8: 0.250})  # measured, load average 3
     fixed = busy.plausible()
@@ -80,8 +95,8 @@ def test_the_queue_is_split_over_the_free_instances() -> None:
     assert narrow_batch(20, 2, [], NARROW, 8) == 8  # a backlog: full batches
     assert narrow_batch(8, 1, [], NARROW, 4) == 4  # never above the cap
     assert narrow_batch(4, 1, [0.2], NARROW, 2) == 2  # ... while both instances clear the queue
-    assert narrow_batch(10, 1, [0.2], NARROW, 2, limit=8) == 8  # a backlog: full batches
-    assert narrow_batch(10, 2, [], NARROW, 2, limit=8) == 5  # ... split over the free ones
+    assert narrow_batch(10, 1, [0.2], NARROW, 2, limit=8, best=8) == 8  # a backlog: full batches
+    assert narrow_batch(10, 2, [], NARROW, 2, limit=8, best=8) == 5  # ... split over the free ones
     # the other instance ends in 1 ms: half the queue now, the other half on it then
     assert narrow_batch(8, 1, [0.001], NARROW, 8) == 4
     # ... in 200 ms: all of it now
@@ -196,6 +211,7 @@ def adaptive(
     wide: BucketTimes = WIDE,
     learn: bool = False,
     explore_s: float = 0.0,
+    decoding: Callable[[], int] | None = None,
     **batching: object,
 ) -> tuple[DynamicBatcher, Runtime, Metrics]:
     """A started batcher: two one-thread instances and a wide runner of two threads, whose
@@ -223,6 +239,7 @@ def adaptive(
         metrics.for_model(name),
         schedule=schedule,
         wide=(ModeFake(wide_cfg), ThreadPoolExecutor(1)),
+        decoding=decoding,
     )
     batcher.start()
     return batcher, rt, metrics
@@ -259,6 +276,21 @@ async def test_a_lone_request_runs_on_every_core() -> None:
     assert rt.batches == [("wide", 1)] * 3
     assert mode_batches(metrics, "lone", "wide") == 3
     assert batcher.telemetry.snapshot().modes == {"wide": [3, 3]}
+    await batcher.close()
+
+
+async def test_no_wide_batch_starts_while_images_are_being_decoded() -> None:
+    # requests on their way (a load, not a lone client): the instances run the queue, and the
+    # decoding does not share a core with a wide runner whose threads wait for each other
+    on_their_way = [0]
+    batcher, rt, metrics = adaptive("decoding", decoding=lambda: on_their_way[0])
+    on_their_way[0] = 2
+    rows = await batcher.submit(images(5), far())
+    assert int(np.argmax(rows[0])) == 5 and rt.batches == [("narrow", 1)]
+    on_their_way[0] = 0  # decoded and answered: a lone request again takes every core
+    rows = await batcher.submit(images(6), far())
+    assert int(np.argmax(rows[0])) == 6 and rt.batches == [("narrow", 1), ("wide", 1)]
+    assert mode_batches(metrics, "decoding", "narrow") == mode_batches(metrics, "decoding", "wide")
     await batcher.close()
 
 

@@ -48,6 +48,8 @@ class InstanceBuilder:
     retry_after_s: float = 1.0  # the Retry-After of a full queue, for the batcher
     decode_threads: int = 0  # the process's decode pool (0: not known yet)
     decode_source: str = "budget"  # where decode_threads came from: "budget" or "config"
+    # the images the process is decoding now (the DataPlane's decode gate), for the batchers
+    decoding: Callable[[], int] | None = None
 
     async def build(
         self, cfg: ModelConfig, telemetry: ModelTelemetry, on_health_change: Callable[[], None]
@@ -83,6 +85,7 @@ class InstanceBuilder:
             on_health_change=on_health_change,
             schedule=schedule,
             wide=wide,
+            decoding=self.decoding,
         )
         batcher.start()
         seconds = round(time.perf_counter() - started, 3)
@@ -151,11 +154,12 @@ def build_schedule(
     executors: list[ThreadPoolExecutor],
 ) -> tuple[Schedule, tuple[Backend, ThreadPoolExecutor] | None]:
     """Blocking: the adaptive scheduler's wide runner of a loaded model, loaded and warmed up on
-    a thread of its own, and the per-batch times of an instance and of the wide runner,
-    measured after warm-up on the same images. Static (and why) when the model asks for it,
-    when its backend has no wide runner on its device, when one instance already holds every
-    core, when the wide runner fails to load, or when its answers differ from an instance's
-    in any bit. Never fails the model: the instances serve either way."""
+    a thread of its own, and the per-batch times of the instances (all running at once, as
+    under load) and of the wide runner, measured after warm-up on the same images. Static (and
+    why) when the model asks for it, when its backend has no wide runner on its device, when
+    one instance already holds every core, when the wide runner fails to load, or when its
+    answers differ from an instance's in any bit. Never fails the model: the instances serve
+    either way."""
     limit = config.batching.max_batch_size
     threads = budget.inference_threads if budget is not None else 0
     cores = threads * len(backends)
@@ -180,7 +184,7 @@ def build_schedule(
         rng = np.random.default_rng(1)
         batch = rng.integers(0, 256, (limit, *backends[0].input_shape()), dtype=np.uint8)
         (narrow_raw, narrow_out), (wide_raw, wide_out) = measure(
-            [on_thread(executors[0], backends[0]), on_thread(executor, wide)], batch, sizes
+            [side_by_side(executors, backends), on_thread(executor, wide)], batch, sizes
         )
         differs = first_difference(narrow_out, wide_out)
         narrow_t, wide_t = narrow_raw.plausible(), wide_raw.plausible()
@@ -235,6 +239,24 @@ def on_thread(
 ) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
     """One timed call of `backend` on its own thread (scheduling.measure's runner)."""
     return lambda x: executor.submit(timed, backend.infer, x).result()
+
+
+def side_by_side(
+    executors: list[ThreadPoolExecutor], backends: list[Backend]
+) -> Callable[[np.ndarray], tuple[float, np.ndarray]]:
+    """One timed call of every instance at once, each on its own thread, as they run under
+    load: the mean of their times, and the first one's output. Timed alone, an instance
+    has the memory bandwidth and the shared cache to itself, and batching looks useless
+    where it is not: ResNet-50 int8 on one AVX2 core took 48-49 ms per image at every batch
+    size alone, and served batches of 1 gave 17 % less at c=16 than the static scheduler's
+    batches of up to 8 (2026-12-04, docs/benchmarks.md)."""
+
+    def run(x: np.ndarray) -> tuple[float, np.ndarray]:
+        calls = [e.submit(timed, b.infer, x) for e, b in zip(executors, backends, strict=True)]
+        results = [c.result() for c in calls]
+        return sum(t for t, _ in results) / len(results), results[0][1]
+
+    return run
 
 
 def close_quietly(backend: Backend) -> None:
