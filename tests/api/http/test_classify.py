@@ -238,3 +238,20 @@ async def test_real_model_in_process(models_repo: Path, jpegs: list[bytes]) -> N
         assert r.status_code == 200
         probs = [p["probability"] for p in r.json()["predictions"][0]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0
+
+
+async def test_the_batchers_see_the_images_being_decoded(fake_app) -> None:
+    # the adaptive scheduler starts no wide batch while the process decodes (app/batching.py)
+    app, _ = fake_app
+    async with app_client(app) as client:
+        r = await client.get("/health/ready")
+        assert r.status_code == 200
+        gate = app.state.dataplane.decode_gate
+        batcher = app.state.repository.models["fake"].batcher
+        assert batcher is not None
+        gate.admit(3)
+        try:
+            assert batcher._decoding() == 3
+        finally:
+            gate.release(3)
+        assert batcher._decoding() == 0
