@@ -410,16 +410,18 @@ class DynamicBatcher:
             return (free[0], self.config.max_batch_size) if free else (None, 0)
         limit = self.config.max_batch_size
         narrow, wide_t = self._timings["narrow"], self._timings["wide"]
-        narrow_cap, wide_cap = narrow.times.cap(limit), wide_t.times.cap(limit)
+        narrow_cap = narrow.times.cap(limit)
         n = self._queued_images()
         now = time.monotonic()
         explore = self.schedule.explore_s
         wide = self._wide
+        wide_limit = self.wide_limit()
+        wide_cap = wide_t.times.cap(wide_limit)
         if (
             wide is not None
             and not wide.busy
             and self._budget.in_use == 0
-            and n <= limit
+            and n <= wide_limit
             and not self._decoding()
         ):
             # nothing runs and no image is being decoded: the wide runner, unless the instances
@@ -437,13 +439,18 @@ class DynamicBatcher:
             elif use_wide and free and share == 1 and narrow.stale(now, explore):
                 use_wide = False
             if use_wide:
-                return wide, limit
+                return wide, wide_limit
         if not free:
             return None, 0
         busy_left = [r.left_s(now) for r in self._narrow if r.busy and not r.stuck]
         best = narrow.times.best(limit)
         size = narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap, limit, best)
         return free[0], size
+
+    def wide_limit(self) -> int:
+        """The largest batch the wide runner takes (`Schedule.wide_max_batch`)."""
+        limit = self.config.max_batch_size
+        return min(limit, self.schedule.wide_max_batch or limit)
 
     def _times(self, runner: Runner) -> BucketTimes | None:
         timings = self._timings.get(runner.mode)

@@ -253,6 +253,16 @@ class BatchingConfig(BaseModel):
         "'static', a free instance runs whatever is queued up to max_batch_size.",
     )
 
+    wide_max_batch: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="adaptive scheduler: the largest batch the wide runner takes (at most "
+        "max_batch_size). 0: one image fewer than the model has instances, at least 1: the "
+        "wide runner takes only what would leave an instance idle, and a queue that gives "
+        "every instance an image runs side by side on them (app/batching.py, wide_limit).",
+    )
+
     def bucket_sizes(self) -> list[int]:
         """The batch sizes every instance is warmed up at (and padded to, with pad_to_bucket):
         powers of two up to max_batch_size, and max_batch_size itself."""

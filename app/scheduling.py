@@ -7,18 +7,19 @@ an ONNX Runtime session whose intra-op pool has every core, or an OpenVINO model
 the LATENCY hint on every core. Which one runs the next batch, and how big it is, is decided on
 the event loop each time a request arrives or a batch ends:
 
-- Wide, when nothing runs and the wide runner would finish what is queued no later than the
-  instances would by splitting it (`prefers_wide`): a lone request (c=1, light traffic) then
-  takes every core instead of one, and the other cores do not idle.
+- Wide, when nothing runs, the queue would leave an instance idle (at most
+  `wide_batch_limit` images: by default one fewer than the instances) and the wide runner
+  would finish it no later than the instances would by splitting it (`prefers_wide`): a lone
+  request (c=1, light traffic) then takes every core instead of one, and the other cores do
+  not idle.
 - Otherwise narrow: a free instance takes its share of the queue (`narrow_batch`): the queue
   split over the free instances, and over a busy one when waiting for it to finish is sooner
   than running a bigger batch now; up to the batch cap.
 - The batch cap (`BucketTimes.cap`): the smallest batch size whose time per image is within
   CAP_TOLERANCE of the best measured one: a bigger batch saves (almost) no time per image, so
   it would only hold its images longer. Under a backlog (more queued than every instance
-  takes at the cap) each instance takes its share of the queue, at least the size with the
-  lowest time per image measured (`BucketTimes.best`), at most `max_batch_size`, which stays
-  the upper bound.
+  takes at the cap) the cap rises to the size with the lowest time per image measured
+  (`BucketTimes.best`), which clears it soonest; `max_batch_size` stays the upper bound.
 - A batch whose first requests' deadlines are nearer than its measured time is cut so that
   they can still be answered (`DynamicBatcher._take`).
 
@@ -56,7 +57,7 @@ MODES: tuple[Mode, ...] = ("narrow", "wide")
 # saves over 1 on this 2-core machine (OpenVINO int8 in-process, 85.4 against 100 img/s), and
 # about what a warm-up's fastest-of-5 can tell apart.
 CAP_TOLERANCE = 0.03
-# Under a backlog batches are at least the size with the lowest time per image
+# Under a backlog batches are up to the size with the lowest time per image
 # (`BucketTimes.best`), the smallest of those within BEST_TOLERANCE of it (see narrow_batch).
 BEST_TOLERANCE = 0.01
 # What a batch costs the server beyond its backend call and its requests' own work: taking it
@@ -283,8 +284,13 @@ class Schedule:
     narrow: BucketTimes | None = None
     wide: BucketTimes | None = None
     max_batch_size: int = 1
+    wide_max_batch: int = 0  # the largest batch the wide runner takes (0: max_batch_size)
     learn: bool = True  # refine the times from served batches (tests pin them)
     explore_s: float = EXPLORE_S
+
+    @property
+    def wide_limit(self) -> int:
+        return min(self.max_batch_size, self.wide_max_batch or self.max_batch_size)
 
     @property
     def adaptive(self) -> bool:
@@ -295,13 +301,15 @@ class Schedule:
         warm = {m: t for m, t in (("narrow", self.narrow), ("wide", self.wide)) if t is not None}
         live = now or warm
         adaptive = self.adaptive
+        limits = {"narrow": self.max_batch_size, "wide": self.wide_limit}
         return {
             "scheduler": "adaptive" if adaptive else "static",
             "reason": self.reason or None,
             "cores": self.cores,
             "narrow_threads": self.narrow_threads,
             "wide_threads": self.wide_threads if adaptive else 0,
-            "batch_cap": {m: t.cap(self.max_batch_size) for m, t in live.items()}
+            "wide_max_batch": self.wide_limit if adaptive else 0,
+            "batch_cap": {m: t.cap(limits[m]) for m, t in live.items()}
             if adaptive
             else {"narrow": self.max_batch_size},
             "batch_backlog": {m: t.best(self.max_batch_size) for m, t in live.items()}
@@ -310,6 +318,21 @@ class Schedule:
             "bucket_ms_warmup": {m: t.as_ms() for m, t in warm.items()},
             "bucket_ms": {m: t.as_ms() for m, t in live.items()},
         }
+
+
+def wide_batch_limit(configured: int, instances: int, max_batch_size: int) -> int:
+    """The largest batch the wide runner takes: batching.wide_max_batch, else (0) one image
+    fewer than there are instances, at least 1; never more than max_batch_size.
+
+    A queue that gives every instance an image runs side by side on the instances: their
+    batches end at different times, so a request that arrives meanwhile waits for the first of
+    them to end, not for one wide batch of all of it, and a decode that shares a core slows one
+    instance, not both of the wide runner's threads (they wait for each other after every
+    operator). Measured at Poisson 80 % (docs/benchmarks.md, 2026-12-05, 2 cores): a limit of
+    1 against max_batch_size (8), ONNX Runtime int8 p50 61-66 against 76-77 ms and p99 207-226
+    against 239-285 ms; OpenVINO int8 within the noise (p99 116-144 against 129-139 ms)."""
+    limit = configured or max(1, instances - 1)
+    return max(1, min(limit, max_batch_size))
 
 
 def rounds(n: int, runners: int, cap: int) -> int:
@@ -348,18 +371,18 @@ def narrow_batch(
     queue sooner than bigger batches now would; never more than `cap`.
 
     Unless the queue is a backlog, more than every instance takes at the cap: then its images
-    wait behind whole rounds of batches anyway, and each instance takes its share of the whole
-    queue, at least `best` (`BucketTimes.best`: the size with the lowest time per image) and
-    at most `limit` (max_batch_size). A deep queue (a closed loop of 16 clients) is then run
-    in batches as big as the static scheduler's, whose throughput they keep (served at c=16,
-    batches held at a cap of 1-2 gave 4-7 % less than static's), and a shallow one (a Poisson
-    load's queue of a few) in batches of a few, not in one batch of all of it on the first
-    free instance while the other idles or takes none."""
+    wait behind whole rounds of batches anyway, and the cap rises to `best`
+    (`BucketTimes.best`: the size with the lowest time per image, at most `limit`,
+    max_batch_size), which clears the backlog soonest; not beyond it: a bigger batch saves
+    nothing per image and holds all of its images until the last is done. Served on a 2-core
+    Xeon (2026-12-05, OpenVINO int8, best 4 of max_batch_size 8): batches of at most 4
+    against the queue's share up to 8 gave 198 against 186 img/s at c=16 and a p99 of 104-123
+    against 146-171 ms at Poisson 80 % (ONNX Runtime int8: within the noise)."""
     if n <= 0:
         return 0
     instances = free + len(busy_left)
-    if limit > cap and n > instances * cap:
-        cap = min(limit, max(best, math.ceil(n / max(1, instances))))
+    if n > instances * cap:
+        cap = max(cap, min(best, limit or best))
     best_size = min(cap, math.ceil(n / max(1, free)))
     best_end = narrow_estimate(n, free, times, cap)
     for j, left in enumerate(sorted(busy_left), start=1):

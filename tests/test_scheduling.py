@@ -28,6 +28,7 @@ from app.scheduling import (
     narrow_batch,
     prefers_wide,
     timed,
+    wide_batch_limit,
 )
 from tests.fakes import FakeBackend, expected_logits, fake_config
 
@@ -56,17 +57,20 @@ def test_bucket_times_interpolate_and_cap() -> None:
         BucketTimes({})
 
 
-def test_a_backlog_is_shared_out_in_batches_of_at_least_the_best_size() -> None:
+def test_a_backlog_runs_in_batches_of_the_best_size() -> None:
     assert NARROW.best(8) == 8 and NARROW.best(4) == 4
     saturating = BucketTimes({1: 0.020, 2: 0.036, 4: 0.064, 8: 0.127, 16: 0.255})
     assert saturating.best(16) == 8  # 16 costs more per image than 8; 4 costs 1.4 % more
     # ResNet-50 int8 on one AVX2 core (warm-up of 2026-12-04): 48 ms per image at every size
     flat = BucketTimes({1: 0.04807, 2: 0.09615, 4: 0.1923, 8: 0.38459})
     assert flat.best(8) == 1
-    # a backlog: each instance takes its share of the queue, at least the best size
-    assert narrow_batch(20, 2, [], flat, flat.cap(8), 8, flat.best(8)) == 8  # a deep one: 8
-    assert narrow_batch(5, 2, [], flat, flat.cap(8), 8, flat.best(8)) == 3  # shallow: its share
-    assert narrow_batch(5, 1, [0.03], flat, flat.cap(8), 8, flat.best(8)) == 3  # the other soon
+    # a backlog: the cap rises to the best size, and no further (a bigger batch saves nothing
+    # per image and holds all of its images until the last is done)
+    assert narrow_batch(20, 2, [], flat, flat.cap(8), 8, flat.best(8)) == 1  # batching saves 0
+    assert narrow_batch(20, 2, [], saturating, saturating.cap(16), 16, 8) == 8  # not 10
+    assert narrow_batch(40, 2, [], saturating, saturating.cap(16), 16, 8) == 8
+    assert narrow_batch(9, 2, [], saturating, saturating.cap(16), 16, 8) == 5  # its share of 9
+    assert narrow_batch(6, 2, [], saturating, saturating.cap(16), 16, 8) == 3  # not a backlog
     assert narrow_batch(3, 1, [0.5], NARROW, 1, 8, NARROW.best(8)) == 3  # 8 saves: all of it
     assert narrow_batch(40, 2, [], NARROW, 4, 8, NARROW.best(8)) == 8  # never above the limit
 
@@ -87,6 +91,15 @@ def test_a_lone_batch_runs_wide_and_a_queue_runs_narrow() -> None:
     assert prefers_wide(2, 2, NARROW, 8, WIDE, 8) is False  # two instances side by side: 20 ms
     assert prefers_wide(9, 2, NARROW, 8, WIDE, 8) is False  # more than one wide batch
     assert prefers_wide(0, 2, NARROW, 8, WIDE, 8) is False
+
+
+def test_the_wide_runner_takes_what_would_leave_an_instance_idle() -> None:
+    assert wide_batch_limit(0, 2, 8) == 1  # the default: a lone image on two instances
+    assert wide_batch_limit(0, 4, 8) == 3
+    assert wide_batch_limit(0, 1, 8) == 1
+    assert wide_batch_limit(0, 16, 8) == 8  # never above max_batch_size
+    assert wide_batch_limit(6, 2, 8) == 6  # batching.wide_max_batch, set
+    assert wide_batch_limit(16, 2, 8) == 8
 
 
 def test_the_queue_is_split_over_the_free_instances() -> None:
@@ -228,6 +241,10 @@ def adaptive(
         narrow=narrow,
         wide=wide,
         max_batch_size=cfg.batching.max_batch_size,
+        # as the repository builds it (app/repository/instances.py): from the config
+        wide_max_batch=wide_batch_limit(
+            cfg.batching.wide_max_batch, 2, cfg.batching.max_batch_size
+        ),
         learn=learn,
         explore_s=explore_s,
     )
@@ -276,6 +293,28 @@ async def test_a_lone_request_runs_on_every_core() -> None:
     assert rt.batches == [("wide", 1)] * 3
     assert mode_batches(metrics, "lone", "wide") == 3
     assert batcher.telemetry.snapshot().modes == {"wide": [3, 3]}
+    await batcher.close()
+
+
+# the wide runner beats two instances at two images (12 ms against 20 side by side)
+FAST_WIDE = BucketTimes({1: 0.008, 2: 0.012, 4: 0.022, 8: 0.042})
+
+
+async def test_two_queued_images_run_side_by_side_by_default() -> None:
+    # the default wide_max_batch (0): one image fewer than the instances, so two queued images
+    # run on both instances even where the warm-up's times favour one wide batch of both
+    batcher, rt, _ = adaptive("pair", NARROW, FAST_WIDE)
+    assert batcher.describe()["wide_max_batch"] == 1
+    rows = await asyncio.gather(batcher.submit(images(1), far()), batcher.submit(images(2), far()))
+    assert [int(np.argmax(r[0])) for r in rows] == [1, 2]
+    assert rt.batches == [("narrow", 1), ("narrow", 1)]
+    await batcher.close()
+    # set higher, the wide runner takes both as one batch when its times say it is sooner
+    batcher, rt, _ = adaptive("pair-wide", NARROW, FAST_WIDE, wide_max_batch=8)
+    assert batcher.describe()["wide_max_batch"] == 8
+    rows = await asyncio.gather(batcher.submit(images(3), far()), batcher.submit(images(4), far()))
+    assert [int(np.argmax(r[0])) for r in rows] == [3, 4]
+    assert rt.batches == [("wide", 2)]
     await batcher.close()
 
 

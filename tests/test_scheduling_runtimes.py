@@ -46,7 +46,13 @@ async def test_mode_switches_under_load_keep_every_answer(
     backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = write_tiny_model(tmp_path / "tiny", 3, backend=backend)
-    repo = ModelRepository([read_model_config(directory)], Metrics(), cores=2)
+    config = read_model_config(directory)
+    # wide batches of every size (the default gives the wide runner lone images only): each
+    # must answer as an instance does
+    config = config.model_copy(
+        update={"batching": config.batching.model_copy(update={"wide_max_batch": 8})}
+    )
+    repo = ModelRepository([config], Metrics(), cores=2)
     with caplog.at_level(logging.INFO, logger="app.repository.instances"):
         await repo.load_all()
     model = repo.get("tiny")
@@ -54,6 +60,7 @@ async def test_mode_switches_under_load_keep_every_answer(
     described = describe(model)["scheduler"]  # as GET /v1/models shows it
     assert described["scheduler"] == "adaptive", described["reason"]
     assert described["cores"] == 2 and described["wide_threads"] == 2
+    assert described["wide_max_batch"] == 8
     assert set(described["bucket_ms"]["wide"]) == {1, 2, 4, 8}
     assert "scheduler: model tiny: adaptive over 2 cores" in caplog.text
     assert "ms per batch, by batch size: instance {1: " in caplog.text

@@ -69,6 +69,7 @@ class Trial:
     workers: int = 1
     stage: int = 1
     scheduler: str = "adaptive"  # batching.scheduler (static where the backend has no wide runner)
+    wide_max_batch: int = 0  # batching.wide_max_batch (adaptive; 0: the server's default)
     # results
     status: str = "not run"
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +90,7 @@ class Trial:
             self.max_queue_delay_ms,
             self.workers,
             self.scheduler,
+            self.wide_max_batch,
         )
 
     @property
@@ -111,9 +113,10 @@ class Trial:
 
     def describe(self) -> str:
         scheduler = self.served_scheduler() if self.served else self.scheduler
+        wide = f" wide{self.wide_max_batch}" if self.wide_max_batch else ""
         return (
             f"{self.backend}/{self.precision} {self.layout()} bs{self.max_batch_size} "
-            f"delay{self.max_queue_delay_ms:g} w{self.workers} {scheduler}"
+            f"delay{self.max_queue_delay_ms:g} w{self.workers} {scheduler}{wide}"
         )
 
     def p99(self) -> float | None:
@@ -138,6 +141,7 @@ class Trial:
             max_queue_delay_ms=self.max_queue_delay_ms,
             instances=self.instances or self._served_instances(),
             scheduler=self.scheduler,
+            wide_max_batch=self.wide_max_batch,
         )
         out["batching"] = batching
         section, name = THREAD_SECTIONS.get(self.backend, (None, None))
@@ -166,6 +170,7 @@ class Trial:
             "max_queue_delay_ms": self.max_queue_delay_ms,
             "workers": self.workers,
             "scheduler": self.scheduler,
+            "wide_max_batch": self.wide_max_batch,
             "served_scheduler": self.served_scheduler() if self.served else None,
             "stage": self.stage,
             "status": self.status,
@@ -216,11 +221,18 @@ def third_stage(best: Trial) -> list[Trial]:
     """The batching knobs worth trying on the best configuration so far. Served adaptive: the
     scheduler picks batch sizes and waits for none, so max_batch_size matters only as its
     bound and a queue delay works against it: try the static scheduler (8 and 4) against a
-    bound of 16. Served static: max_batch_size and max_queue_delay_ms, as before."""
+    bound of 16, and the wide runner taking whole queues of up to 8 (wide_max_batch 8, where
+    the default gives it only what would leave an instance idle). Served static:
+    max_batch_size and max_queue_delay_ms, as before."""
     if best.served_scheduler() == "adaptive":
-        knobs = [("static", 8, 0.0), ("static", 4, 0.0), ("adaptive", 16, 0.0)]
+        knobs = [
+            ("static", 8, 0.0, 0),
+            ("static", 4, 0.0, 0),
+            ("adaptive", 16, 0.0, 0),
+            ("adaptive", 8, 0.0, 8),
+        ]
     else:
-        knobs = [(best.scheduler, m, d) for m, d in ((4, 0.0), (16, 0.0), (8, 2.0), (16, 5.0))]
+        knobs = [(best.scheduler, m, d, 0) for m, d in ((4, 0.0), (16, 0.0), (8, 2.0), (16, 5.0))]
     return [
         Trial(
             best.backend,
@@ -232,8 +244,9 @@ def third_stage(best: Trial) -> list[Trial]:
             instances=best._served_instances(),
             threads=best._served_threads(),
             scheduler=scheduler,
+            wide_max_batch=wide,
         )
-        for scheduler, mbs, delay in knobs
+        for scheduler, mbs, delay, wide in knobs
     ]
 
 

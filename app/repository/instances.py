@@ -20,7 +20,7 @@ from app.batching import DynamicBatcher, instance_executor
 from app.config import ModelConfig
 from app.metrics import ModelTelemetry
 from app.placement import instance_configs
-from app.scheduling import Schedule, first_difference, measure, timed
+from app.scheduling import Schedule, first_difference, measure, timed, wide_batch_limit
 from app.threads import ThreadBudget, apply, plan
 
 log = logging.getLogger(__name__)
@@ -216,19 +216,22 @@ def build_schedule(
         narrow=narrow_t,
         wide=wide_t,
         max_batch_size=limit,
+        wide_max_batch=wide_batch_limit(config.batching.wide_max_batch, len(backends), limit),
     )
     log.info(
         "scheduler: model %s: adaptive over %d cores: %d instance(s) x %d thread(s) and a wide "
-        "runner of %d; ms per batch, by batch size: instance %s, wide %s; batch cap %d / %d",
+        "runner of %d for batches of up to %d; ms per batch, by batch size: instance %s, "
+        "wide %s; batch cap %d / %d",
         config.name,
         cores,
         len(backends),
         threads,
         cores,
+        schedule.wide_limit,
         narrow_t.as_ms(),
         wide_t.as_ms(),
         narrow_t.cap(limit),
-        wide_t.cap(limit),
+        wide_t.cap(schedule.wide_limit),
     )
     assert wide is not None
     return schedule, (wide, executor)

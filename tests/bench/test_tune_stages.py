@@ -16,8 +16,19 @@ def served(scheduler: str) -> dict[str, object]:
 
 def test_adaptive_best_tries_the_static_scheduler_and_a_larger_bound() -> None:
     best = Trial("openvino", "int8", {}, served=served("adaptive"))
-    knobs = [(t.scheduler, t.max_batch_size, t.max_queue_delay_ms) for t in third_stage(best)]
-    assert knobs == [("static", 8, 0.0), ("static", 4, 0.0), ("adaptive", 16, 0.0)]
+    knobs = [
+        (t.scheduler, t.max_batch_size, t.max_queue_delay_ms, t.wide_max_batch)
+        for t in third_stage(best)
+    ]
+    assert knobs == [
+        ("static", 8, 0.0, 0),
+        ("static", 4, 0.0, 0),
+        ("adaptive", 16, 0.0, 0),
+        ("adaptive", 8, 0.0, 8),  # the wide runner taking whole queues
+    ]
+    wide = third_stage(best)[-1]
+    assert wide.model_overrides(fake_config("m"))["batching"]["wide_max_batch"] == 8
+    assert wide.describe().endswith(" adaptive wide8") and wide.key != best.key
     assert all(t.instances == 2 and t.threads == 1 and t.stage == 3 for t in third_stage(best))
 
 
