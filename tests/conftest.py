@@ -145,7 +145,14 @@ class ServerProcess:
             str(self.grpc_port),
             *(args or []),
         ]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # no drain period on SIGTERM unless a test asks for one (the default, 5 s, would be
+        # waited out by every stop, with nothing in flight); the grace-period tests set theirs
+        full_env = {
+            "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, **popen
