@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,7 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         **popen: Any,  # more subprocess.Popen arguments (preexec_fn=...)
     ):
+        self.models = models
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.grpc_port = free_port()  # KServe V2 over gRPC (app/api/grpc/service.py)
@@ -145,7 +146,14 @@ class ServerProcess:
             str(self.grpc_port),
             *(args or []),
         ]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # no drain period on SIGTERM unless a test asks for one (the default, 5 s, would be
+        # waited out by every stop, with nothing in flight); the grace-period tests set theirs
+        full_env = {
+            "RESNET_SERVE_SHUTDOWN_GRACE_S": "0",
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, **popen
@@ -179,6 +187,34 @@ class ServerProcess:
                 self.proc.wait()
         self._log.close()
         return int(self.proc.returncode)
+
+
+@pytest.fixture(scope="session")
+def resnet18_server(
+    resnet18_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One real server of the resnet18 export (default arguments, no drain period on stop),
+    shared by the tests that only read from it: metadata, answers, errors of their own
+    requests. Tests that assert counts, statistics or metrics of a fresh server, or change the
+    repository, start their own with start_server."""
+    repo = tmp_path_factory.mktemp("shared-server") / "models"
+    repo.mkdir()
+    shutil.copytree(resnet18_dir, repo / "resnet18")
+    with running_server(repo, env={"RESNET_SERVE_SHUTDOWN_GRACE_S": "0"}) as server:
+        yield server
+
+
+@contextmanager
+def running_server(
+    models: Path, args: list[str] | None = None, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A ready ServerProcess, stopped on exit: for module- and session-scoped fixtures."""
+    server = ServerProcess(models, args, env)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture()

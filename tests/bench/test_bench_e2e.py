@@ -136,13 +136,8 @@ def served(server, code: str) -> float:
     )
 
 
-def test_open_loop_and_multipart(
-    start_server,
-    models_repo: Path,
-    image_dir: Path,
-    tmp_path: Path,
-) -> None:
-    server = start_server(models_repo, env=FAST_STOP)
+def test_open_loop_and_multipart(resnet18_server, image_dir: Path, tmp_path: Path) -> None:
+    server = resnet18_server  # shared: what is asserted is what the client counted
     out = tmp_path / "open.json"
 
     assert (
@@ -199,15 +194,9 @@ def test_no_server_is_a_clear_failure(
 
 
 @pytest.mark.parametrize("mode", ["v2", "v2-pixels"])
-def test_v2_modes(
-    mode: str,
-    start_server,
-    models_repo: Path,
-    image_dir: Path,
-    tmp_path: Path,
-) -> None:
+def test_v2_modes(mode: str, resnet18_server, image_dir: Path, tmp_path: Path) -> None:
     """The KServe V2 binary requests (BYTES image_bytes, or UINT8 images) are accepted."""
-    server = start_server(models_repo, env=FAST_STOP)
+    server = resnet18_server  # shared: what is asserted is what the client counted
     out = tmp_path / "v2.json"
 
     assert (

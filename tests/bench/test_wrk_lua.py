@@ -11,8 +11,6 @@ import pytest
 
 from tests.conftest import ROOT
 
-# no drain period when the fixture stops the server: nothing is in flight by then
-FAST_STOP = {"RESNET_SERVE_SHUTDOWN_GRACE_S": "0"}
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
@@ -39,12 +37,8 @@ def run_wrk(url: str, images: list[Path]) -> dict:
     return json.loads(line.removeprefix("WRK_JSON "))
 
 
-def test_lua_script_counts_non_2xx_across_threads(
-    start_server,
-    models_repo: Path,
-    image_dir: Path,
-) -> None:
-    server = start_server(models_repo, env=FAST_STOP)
+def test_lua_script_counts_non_2xx_across_threads(resnet18_server, image_dir: Path) -> None:
+    server = resnet18_server  # shared: what is asserted is what wrk counted
     images = sorted(image_dir.glob("*.jpg"))[:2]
 
     ok = run_wrk(f"{server.url}/v1/models/resnet18/classify", images)

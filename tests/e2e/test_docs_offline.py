@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import running_server
 from tests.fakes import PLUGIN, write_fake_model
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -22,11 +23,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CLASSIFY = "/v1/models/{name}/classify"
 
 
-@pytest.fixture()
-def server(tmp_path: Path, start_server):
-    repo = tmp_path / "models"
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One server for both tests: they only read its pages."""
+    repo = tmp_path_factory.mktemp("docs") / "models"
     write_fake_model(repo, "fake")
-    return start_server(repo, env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN})
+    with running_server(repo, env={"RESNET_SERVE_BACKEND_PLUGINS": PLUGIN}) as server:
+        yield server
 
 
 def rendered(url: str, profile: Path) -> str:

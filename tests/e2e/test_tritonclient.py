@@ -21,15 +21,25 @@ MODEL = "resnet18"
 
 
 @pytest.fixture()
-def server(models_repo: Path, start_server):
-    return start_server(models_repo)
+def server(resnet18_server):
+    """The session's shared resnet18 server: these tests read from it and count nothing."""
+    return resnet18_server
+
+
+@pytest.fixture()
+def models_repo(server) -> Path:
+    return Path(server.models)
+
+
+def http_client(server) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(
+        url=server.url.removeprefix("http://"), network_timeout=60.0
+    )
 
 
 @pytest.fixture()
 def client(server):
-    c = httpclient.InferenceServerClient(
-        url=server.url.removeprefix("http://"), network_timeout=60.0
-    )
+    c = http_client(server)
     yield c
     c.close()
 
@@ -133,7 +143,16 @@ def test_errors_reach_the_client(client) -> None:
     assert info.value.status() == "404"
 
 
-def test_statistics(client) -> None:
+@pytest.fixture()
+def fresh_client(models_repo: Path, start_server):
+    """Its own server: the statistics asserted are those of these requests alone."""
+    c = http_client(start_server(models_repo))
+    yield c
+    c.close()
+
+
+def test_statistics(fresh_client) -> None:
+    client = fresh_client
     batch = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     for _ in range(3):
         inp = httpclient.InferInput("images", list(batch.shape), "UINT8")

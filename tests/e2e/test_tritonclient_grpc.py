@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.conftest import ServerProcess, running_server
 from tests.fakes import PLUGIN, fake_config, write_fake_model
 
 pytestmark = pytest.mark.e2e
@@ -49,13 +51,27 @@ def code(info: pytest.ExceptionInfo[InferenceServerException]) -> str:
 
 # ---------------------------------------------------------------------------- resnet18
 @pytest.fixture()
-def server(models_repo: Path, start_server):
-    return start_server(models_repo)
+def server(resnet18_server):
+    """The session's shared resnet18 server, for the tests that count nothing on it."""
+    return resnet18_server
 
 
 @pytest.fixture()
 def client(server):
     c = grpcclient.InferenceServerClient(url=server.grpc_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture()
+def fresh_server(models_repo: Path, start_server):
+    """Its own server: the statistics and metrics asserted are those of one test's calls."""
+    return start_server(models_repo)
+
+
+@pytest.fixture()
+def fresh_client(fresh_server):
+    c = grpcclient.InferenceServerClient(url=fresh_server.grpc_url)
     yield c
     c.close()
 
@@ -233,7 +249,8 @@ def test_infer_matches_http_v2(client, server, photo_jpeg: bytes) -> None:
     assert got_top == [p["index"] for p in v1]
 
 
-def test_errors_and_statistics(client, server) -> None:
+def test_errors_and_statistics(fresh_client, fresh_server) -> None:
+    client, server = fresh_client, fresh_server
     nchw = np.zeros((1, 3, 224, 224), np.uint8)
     with pytest.raises(InferenceServerException, match="NCHW") as info:
         client.infer(MODEL, [pixels_input(nchw)])
@@ -288,9 +305,16 @@ def start_fake(tmp_path: Path, start_server, **env: str):
     return start_server(repo, env=env)
 
 
-@pytest.fixture()
-def fake_server(tmp_path: Path, start_server):
-    return start_fake(tmp_path, start_server)
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory: pytest.TempPathFactory):
+    """Shared by the token and the deadline tests: they call different models ("fake" and
+    "slow"), and what the deadline test counts on "slow" is its own calls alone."""
+    with ExitStack() as stack:
+
+        def start(repo: Path, env: dict[str, str]) -> ServerProcess:
+            return stack.enter_context(running_server(repo, env=env))
+
+        yield start_fake(tmp_path_factory.mktemp("grpc-fake"), start)
 
 
 @pytest.fixture()
