@@ -415,7 +415,7 @@ class DynamicBatcher:
         now = time.monotonic()
         explore = self.schedule.explore_s
         wide = self._wide
-        wide_limit = self.wide_limit()
+        wide_limit = self.schedule.wide_limit
         wide_cap = wide_t.times.cap(wide_limit)
         if (
             wide is not None
@@ -446,11 +446,6 @@ class DynamicBatcher:
         best = narrow.times.best(limit)
         size = narrow_batch(n, len(free), busy_left, narrow.times, narrow_cap, limit, best)
         return free[0], size
-
-    def wide_limit(self) -> int:
-        """The largest batch the wide runner takes (`Schedule.wide_max_batch`)."""
-        limit = self.config.max_batch_size
-        return min(limit, self.schedule.wide_max_batch or limit)
 
     def _times(self, runner: Runner) -> BucketTimes | None:
         timings = self._timings.get(runner.mode)

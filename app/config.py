@@ -260,7 +260,7 @@ class BatchingConfig(BaseModel):
         description="adaptive scheduler: the largest batch the wide runner takes (at most "
         "max_batch_size). 0: one image fewer than the model has instances, at least 1: the "
         "wide runner takes only what would leave an instance idle, and a queue that gives "
-        "every instance an image runs side by side on them (app/batching.py, wide_limit).",
+        "every instance an image runs side by side on them (app/scheduling.py, wide_batch_limit).",
     )
 
     def bucket_sizes(self) -> list[int]:
