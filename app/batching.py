@@ -309,7 +309,7 @@ class DynamicBatcher:
         learn=False)."""
         now = time.monotonic()
         self._timings = {
-            mode: Timings(times, learn=learn, now=now)
+            mode: Timings(times, learn=learn, now=now, explore_s=self.schedule.explore_s)
             for mode, times in zip(MODES, (narrow, wide), strict=True)
             if times is not None and self.schedule.adaptive
         }
@@ -413,7 +413,6 @@ class DynamicBatcher:
         narrow_cap = narrow.times.cap(limit)
         n = self._queued_images()
         now = time.monotonic()
-        explore = self.schedule.explore_s
         wide = self._wide
         wide_limit = self.schedule.wide_limit
         wide_cap = wide_t.times.cap(wide_limit)
@@ -425,8 +424,8 @@ class DynamicBatcher:
             and not self._decoding()
         ):
             # nothing runs and no image is being decoded: the wide runner, unless the instances
-            # finish sooner; a mode that has not run for `explore` seconds is tried again (its
-            # level may be out of date). While images are decoded (requests on their way: a
+            # finish sooner; a mode that has not run for explore_s seconds gets a few lone
+            # batches again (its level may be out of date: Timings). While images are decoded (requests on their way: a
             # load, not a lone client) the instances run the queue: the decoding would share a
             # core with the wide runner, whose threads wait for each other after every
             # operator, so it would stall both cores for the decode's time, where an instance
@@ -434,9 +433,9 @@ class DynamicBatcher:
             # wide batch instead of finding an instance.
             share = math.ceil(n / max(1, len(free)))
             use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
-            if not use_wide and wide_t.stale(now, explore):
+            if not use_wide and (wide_t.stale(now) or wide_t.exploring):
                 use_wide = True
-            elif use_wide and free and share == 1 and narrow.stale(now, explore):
+            elif use_wide and free and share == 1 and (narrow.stale(now) or narrow.exploring):
                 use_wide = False
             if use_wide:
                 return wide, wide_limit

@@ -83,8 +83,18 @@ TIMED_SECONDS = 0.3
 # operator, is slowed far more by other processes (or the server's own decoding) than an
 # instance is. A mode not run for EXPLORE_S seconds is tried once for a lone batch: what is
 # never chosen could not be corrected otherwise.
+# The window starts with PRIOR samples at the warm-up's level (1), and starts so again when a
+# mode returns after EXPLORE_S without a batch (its samples are out of date); such a mode then
+# runs EXPLORE_BATCHES lone batches in a row before it is judged. One slow batch alone cannot
+# move the median (the first after a long idle is often slow: caches and threads gone cold),
+# two or three can. Without the prior the first served batch set the level alone: on a 2-core
+# Xeon (2026-12-05) the wide runner's first batch after the start-up ran 2.9x its warm-up time,
+# the instances then served a lone client at 10.2 ms instead of the wide runner's 5.9, and the
+# single batch explored every 10 s moved the median of older samples only after 20 s.
 WINDOW = 16
 EXPLORE_S = 10.0
+PRIOR = 2
+EXPLORE_BATCHES = 3
 
 
 class CoreBudget:
@@ -194,30 +204,50 @@ class Timings:
     """One runner's live seconds per batch: the warm-up's figure of each size (their shape: how
     time grows with the batch, measured with nothing else running) times a level learned from
     the served batches, the median of their time over the warm-up's for their size (see WINDOW,
-    EXPLORE_S). The batch cap depends on the shape alone."""
+    EXPLORE_S, PRIOR). The batch cap depends on the shape alone."""
 
     def __init__(
-        self, warm: BucketTimes, learn: bool = True, window: int = WINDOW, now: float = 0.0
+        self,
+        warm: BucketTimes,
+        learn: bool = True,
+        window: int = WINDOW,
+        now: float = 0.0,
+        explore_s: float = EXPLORE_S,
+        prior: int = PRIOR,
     ) -> None:
         self.learn = learn
         self.warm = warm
         self.level = 1.0
-        self._ratios: deque[float] = deque(maxlen=max(1, window))
+        self.explore_s = explore_s
+        self.prior = prior
+        self._ratios: deque[float] = deque([1.0] * prior, maxlen=max(1, window, prior + 1))
         self._refreshed = now
+        self._explore_left = 0  # lone batches it still gets to be judged (see EXPLORE_BATCHES)
         self.times = warm
+
+    @property
+    def exploring(self) -> bool:
+        """Back after a while (stale), it has run fewer than EXPLORE_BATCHES batches since."""
+        return self._explore_left > 0
 
     def observe(self, n: int, seconds: float, now: float) -> None:
         """A batch of n images took `seconds` in the backend."""
         if not self.learn or n < 1 or seconds <= 0:
             return
+        if self.explore_s > 0 and self.stale(now):  # what it learned before is out of date
+            self._ratios.clear()
+            self._ratios.extend([1.0] * self.prior)
+            self._explore_left = EXPLORE_BATCHES
+        self._explore_left = max(0, self._explore_left - 1)
         self._ratios.append(seconds / self.warm.time(n))
         self._refreshed = now
         self.level = statistics.median(self._ratios)
         self.times = BucketTimes({k: t * self.level for k, t in self.warm.seconds.items()})
 
-    def stale(self, now: float, after_s: float = EXPLORE_S) -> bool:
-        """No batch has run on it for `after_s` seconds."""
-        return self.learn and now - self._refreshed >= after_s
+    def stale(self, now: float, after_s: float | None = None) -> bool:
+        """No batch has run on it for `after_s` seconds (default: its explore_s)."""
+        wait = self.explore_s if after_s is None else after_s
+        return self.learn and now - self._refreshed >= wait
 
 
 def timed(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[float, np.ndarray]:
