@@ -425,12 +425,12 @@ class DynamicBatcher:
         ):
             # nothing runs and no image is being decoded: the wide runner, unless the instances
             # finish sooner; a mode that has not run for explore_s seconds gets a few lone
-            # batches again (its level may be out of date: Timings). While images are decoded (requests on their way: a
-            # load, not a lone client) the instances run the queue: the decoding would share a
-            # core with the wide runner, whose threads wait for each other after every
-            # operator, so it would stall both cores for the decode's time, where an instance
-            # loses only its share; and the requests decoded would then wait for the whole
-            # wide batch instead of finding an instance.
+            # batches again (its level may be out of date: Timings). While images are decoded
+            # (requests on their way: a load, not a lone client) the instances run the queue:
+            # the decoding would share a core with the wide runner, whose threads wait for
+            # each other after every operator, so it would stall both cores for the decode's
+            # time, where an instance loses only its share; and the requests decoded would
+            # then wait for the whole wide batch instead of finding an instance.
             share = math.ceil(n / max(1, len(free)))
             use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
             if not use_wide and (wide_t.stale(now) or wide_t.exploring):
