@@ -131,13 +131,17 @@ def test_live_timings_learn_the_level_and_keep_the_shape() -> None:
     assert pinned.times.seconds == {1: 0.030} and not pinned.stale(100.0)
 
 
+def state(timings: Timings) -> tuple[bool, float]:
+    return timings.exploring, round(timings.level, 6)
+
+
 def test_one_slow_batch_does_not_set_the_level() -> None:
     # the window starts with two samples at the warm-up's level: a first batch run cold
     # (2.9x its warm-up time, as the wide runner's first after the start-up was) moves nothing;
     # slow batches in a row do
     timings = Timings(BucketTimes({1: 0.010, 2: 0.019}), now=0.0, explore_s=10.0)
     timings.observe(1, 0.029, now=1.0)
-    assert timings.level == 1.0 and not timings.exploring
+    assert state(timings) == (False, 1.0)
     timings.observe(1, 0.030, now=1.1)
     assert timings.level == pytest.approx(1.95)  # the median of 1, 1, 2.9 and 3
     timings.observe(1, 0.030, now=1.2)
@@ -149,19 +153,19 @@ def test_a_mode_back_after_a_while_starts_again_from_its_warm_up() -> None:
     for t in range(5):
         timings.observe(1, 0.030, now=1.0 + t)
     assert timings.level == pytest.approx(3.0)
-    assert timings.stale(15.0) and not timings.exploring
+    assert timings.stale(15.0) and state(timings) == (False, 3.0)
     # back after 10 s: its old samples are dropped, and it runs three batches before it is
     # judged; two fast ones are enough to show it is fast again
     timings.observe(1, 0.005, now=16.0)
-    assert timings.exploring and timings.level == 1.0
+    assert state(timings) == (True, 1.0)
     timings.observe(1, 0.005, now=16.1)
-    assert timings.exploring and timings.level == pytest.approx(0.75)
+    assert state(timings) == (True, 0.75)
     timings.observe(1, 0.005, now=16.2)
-    assert not timings.exploring and timings.level == pytest.approx(0.5)
+    assert state(timings) == (False, 0.5)
     frozen = Timings(BucketTimes({1: 0.010}), now=0.0, explore_s=0.0)  # explore_s 0: no reset
     for t in range(3):
         frozen.observe(1, 0.030, now=100.0 * t)
-    assert frozen.level == pytest.approx(3.0) and not frozen.exploring
+    assert state(frozen) == (False, 3.0)
 
 
 def test_core_budget() -> None:
