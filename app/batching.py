@@ -433,9 +433,9 @@ class DynamicBatcher:
             # then wait for the whole wide batch instead of finding an instance.
             share = math.ceil(n / max(1, len(free)))
             use_wide = prefers_wide(n, len(free), narrow.times, narrow_cap, wide_t.times, wide_cap)
-            if not use_wide and (wide_t.stale(now) or wide_t.exploring):
+            if not use_wide and wide_t.due(now):
                 use_wide = True
-            elif use_wide and free and share == 1 and (narrow.stale(now) or narrow.exploring):
+            elif use_wide and free and share == 1 and narrow.due(now):
                 use_wide = False
             if use_wide:
                 return wide, wide_limit

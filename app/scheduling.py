@@ -81,7 +81,7 @@ TIMED_SECONDS = 0.3
 # (batches of 1.01 on average where the static scheduler formed 7.5). A median, not the
 # fastest, so contention shows: the wide runner, whose threads meet at a barrier after every
 # operator, is slowed far more by other processes (or the server's own decoding) than an
-# instance is. A mode not run for EXPLORE_S seconds is tried once for a lone batch: what is
+# instance is. A mode not run for EXPLORE_S seconds is tried again on lone batches: what is
 # never chosen could not be corrected otherwise.
 # The window starts with PRIOR samples at the warm-up's level (1), and starts so again when a
 # mode returns after EXPLORE_S without a batch (its samples are out of date); such a mode then
@@ -220,7 +220,8 @@ class Timings:
         self.level = 1.0
         self.explore_s = explore_s
         self.prior = prior
-        self._ratios: deque[float] = deque([1.0] * prior, maxlen=max(1, window, prior + 1))
+        self._ratios: deque[float] = deque(maxlen=max(1, window, prior + 1))
+        self._ratios.extend([1.0] * prior)
         self._refreshed = now
         self._explore_left = 0  # lone batches it still gets to be judged (see EXPLORE_BATCHES)
         self.times = warm
@@ -229,6 +230,10 @@ class Timings:
     def exploring(self) -> bool:
         """Back after a while (stale), it has run fewer than EXPLORE_BATCHES batches since."""
         return self._explore_left > 0
+
+    def due(self, now: float) -> bool:
+        """It should have the next lone batch whatever its figures say: stale, or exploring."""
+        return self.stale(now) or self.exploring
 
     def observe(self, n: int, seconds: float, now: float) -> None:
         """A batch of n images took `seconds` in the backend."""
